@@ -1,0 +1,56 @@
+# Concierge: build, demo, test, lab, bench.
+# `make demo` needs nothing but Rust; `make test` also installs and starts the Zabbix lab
+# (Debian 12, root) and runs every test against it.
+
+CARGO ?= cargo
+BIN   := target/debug
+SAMPLE := tests/fixtures/metrics.json
+
+.PHONY: all build demo test lint unit lab lab-down lab-status lab-reset release static clean
+
+all: build
+
+build:
+	$(CARGO) build --workspace
+
+## demo: discover and deliver (to stdout) the bundled sample document; no Zabbix needed
+demo: build
+	@echo '$$ concierge-discover timers $(SAMPLE)'
+	@$(BIN)/concierge-discover timers $(SAMPLE)
+	@echo
+	@echo '$$ concierge-courier timers $(SAMPLE) --dry-run -s demo-app'
+	@$(BIN)/concierge-courier timers $(SAMPLE) --dry-run -s demo-app
+
+## test: lint, start the Zabbix lab, run every test (lab tests may not skip)
+test: lint lab
+	CONCIERGE_REQUIRE_LAB=1 $(CARGO) test --workspace
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## unit: the tests that need no lab (lab tests print SKIPPED)
+unit:
+	$(CARGO) test --workspace
+
+lab:
+	bash scripts/zabbix-lab.sh up
+
+lab-down:
+	bash scripts/zabbix-lab.sh down
+
+lab-status:
+	bash scripts/zabbix-lab.sh status
+
+lab-reset:
+	bash scripts/zabbix-lab.sh reset
+
+release:
+	$(CARGO) build --workspace --release
+
+## static: statically linked release binaries, for FROM-scratch container images
+static:
+	RUSTFLAGS='-C target-feature=+crt-static' $(CARGO) build --workspace --release --target x86_64-unknown-linux-gnu
+
+clean:
+	$(CARGO) clean
