@@ -118,9 +118,14 @@ pub fn run(cli: &Cli, started: Instant) -> anyhow::Result<()> {
                 .as_ref()
                 .map_or_else(|| r.destination.to_string(), ToString::to_string);
             let mut err = std::io::stderr().lock();
+            let _ = write!(
+                err,
+                "{TOOL}: {who}: {}/{} request(s) answered; {}",
+                r.requests_answered, r.requests, r.summary
+            );
             let _ = match &r.error {
-                None => writeln!(err, "{TOOL}: {who}: {}", r.summary),
-                Some(e) => writeln!(err, "{TOOL}: {who}: {} (then: {e})", r.summary),
+                None => writeln!(err),
+                Some(e) => writeln!(err, "; then: {e}"),
             };
         }
     }

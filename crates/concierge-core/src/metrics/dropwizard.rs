@@ -105,11 +105,28 @@ pub fn names(doc: &[u8], kind: Kind) -> Result<Vec<String>, ParseError> {
         .map(|section| {
             section
                 .iter()
-                .filter(|(_, entry)| entry.is_object())
+                .filter(|(_, entry)| discoverable(kind, entry))
                 .map(|(name, _)| name.clone())
                 .collect()
         })
         .unwrap_or_default())
+}
+
+/// Whether discovery should create items for this entry: every metric object, except a gauge
+/// whose value can never be a number (a version string, a list), which would only yield items
+/// that never receive data. NaN, infinities and null count as numbers that are briefly undefined.
+fn discoverable(kind: Kind, entry: &Value) -> bool {
+    let Value::Object(fields) = entry else {
+        return false;
+    };
+    if kind != Kind::Gauges {
+        return true;
+    }
+    match fields.get("value") {
+        Some(Value::Number(_) | Value::Null) => true,
+        Some(Value::String(s)) => matches!(s.as_str(), "NaN" | "Infinity" | "-Infinity"),
+        _ => false,
+    }
 }
 
 /// The section of `kind`: `None` when absent (or `null`), an error when not an object.
@@ -401,6 +418,15 @@ mod tests {
             ["response.size"]
         );
         assert!(names(b"{}", Kind::Meters).unwrap().is_empty());
+        // Gauges that can never be numbers get no items; briefly undefined ones do (sorted).
+        assert_eq!(
+            names(SAMPLE.as_bytes(), Kind::Gauges).unwrap(),
+            [
+                "cache.hit.ratio",
+                "jvm.memory.heap.usage",
+                "jvm.memory.heap.used"
+            ]
+        );
     }
 
     #[test]
