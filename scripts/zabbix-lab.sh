@@ -247,6 +247,14 @@ CacheUpdateFrequency=1
 StartTrappers=5
 Timeout=4
 LogSlowQueries=0
+# The tests create tens of thousands of float items (1,000 timers x 11 statistics, more than
+# once); the stock 4 MB TrendCacheSize runs out and the server exits ("out of memory ...
+# please increase TrendCacheSize").
+CacheSize=256M
+HistoryCacheSize=128M
+HistoryIndexCacheSize=64M
+TrendCacheSize=128M
+ValueCacheSize=128M
 EOF
         log "zabbix_server: wrote $SERVER_LAB_CONF"
         if server_running; then

@@ -86,6 +86,17 @@ impl ConnectionArgs {
         started: Instant,
         require_destination: bool,
     ) -> anyhow::Result<Connection> {
+        self.resolve_with(started, require_destination, system::hostname)
+    }
+
+    /// As [`ConnectionArgs::resolve`], with `fallback_host` naming the host when neither `-s`
+    /// nor Hostname does (a container uses [`system::instance_name`]).
+    pub fn resolve_with(
+        &self,
+        started: Instant,
+        require_destination: bool,
+        fallback_host: fn() -> Option<String>,
+    ) -> anyhow::Result<Connection> {
         let config = self.load_config()?;
         if let Some(tls) = &config.tls_connect {
             if !tls.eq_ignore_ascii_case("unencrypted") {
@@ -96,7 +107,7 @@ impl ConnectionArgs {
             }
         }
         let deadline = Deadline::starting_at(started, self.budget(&config));
-        let host = self.host_name(&config)?;
+        let host = self.host_name_with(&config, fallback_host)?;
         let (destinations, to_stdout) = self.destinations(&config)?;
         if require_destination && destinations.is_empty() && !to_stdout {
             return Err(UsageError(
@@ -137,11 +148,19 @@ impl ConnectionArgs {
 
     /// The host name: `-s`, else the config's Hostname, else the system host name.
     pub fn host_name(&self, config: &AgentConfig) -> Result<String, UsageError> {
+        self.host_name_with(config, system::hostname)
+    }
+
+    fn host_name_with(
+        &self,
+        config: &AgentConfig,
+        fallback: fn() -> Option<String>,
+    ) -> Result<String, UsageError> {
         let host = self
             .host
             .clone()
             .or_else(|| config.hostname.clone())
-            .or_else(system::hostname)
+            .or_else(fallback)
             .ok_or_else(|| UsageError("no host name: give -s HOST or Hostname in -c".into()))?;
         if !system::is_valid_host_name(&host) {
             return Err(UsageError(format!(

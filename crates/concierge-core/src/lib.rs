@@ -10,6 +10,7 @@ pub mod cli;
 pub mod deadline;
 pub mod metrics;
 pub mod outcome;
+pub mod signals;
 pub mod source;
 pub mod system;
 pub mod zabbix;

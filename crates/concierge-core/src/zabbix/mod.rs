@@ -1,5 +1,6 @@
 //! The Zabbix side: wire protocol, item keys, low-level discovery and sender input files.
 
+pub mod active;
 pub mod destination;
 pub mod frame;
 pub mod input;
