@@ -58,13 +58,13 @@ impl Signals {
         let sig = unsafe { libc::sigtimedwait(&self.set, std::ptr::null_mut(), &ts) };
         // -1 is EAGAIN (time ran out) or EINTR (a signal outside the set); either way the
         // caller recomputes its schedule and waits again.
-        (sig >= 0).then(|| {
-            if sig == libc::SIGCHLD {
-                Signal::Child
-            } else {
-                Signal::Stop(sig)
-            }
-        })
+        if sig < 0 {
+            None
+        } else if sig == libc::SIGCHLD {
+            Some(Signal::Child)
+        } else {
+            Some(Signal::Stop(sig))
+        }
     }
 
     /// Take a stop signal that is already pending, without waiting.
