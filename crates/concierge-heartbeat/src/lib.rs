@@ -41,7 +41,8 @@ pub const GOODBYE_BUDGET: Duration = Duration::from_secs(3);
     after_help = after_help()
 )]
 pub struct Cli {
-    /// State to send: up (1), down (0) or a number. With --every, the beat value (0 is sent on stop).
+    /// State to send: up (1), down (0) or a whole number (container.state is an unsigned item).
+    /// With --every, the beat value (0 is sent on stop).
     #[arg(default_value = "up", value_name = "up|down|VALUE")]
     pub state: String,
 
@@ -103,10 +104,10 @@ pub fn state_value(state: &str) -> Result<String, UsageError> {
     match state.to_ascii_lowercase().as_str() {
         "up" => Ok("1".into()),
         "down" => Ok("0".into()),
-        _ if state.parse::<f64>().is_ok_and(f64::is_finite) => Ok(state.to_string()),
-        _ => Err(UsageError(format!(
-            "state {state:?} is not up, down or a number"
-        ))),
+        _ => state
+            .parse::<u64>()
+            .map(|n| n.to_string())
+            .map_err(|_| UsageError(format!("state {state:?} is not up, down or a whole number"))),
     }
 }
 
@@ -312,7 +313,8 @@ mod tests {
         assert_eq!(state_value("up").unwrap(), "1");
         assert_eq!(state_value("DOWN").unwrap(), "0");
         assert_eq!(state_value("2").unwrap(), "2");
-        assert_eq!(state_value("0.5").unwrap(), "0.5");
+        assert!(state_value("0.5").is_err());
+        assert!(state_value("-1").is_err());
         assert!(state_value("NaN").is_err());
         assert!(state_value("alive").is_err());
     }
