@@ -22,7 +22,7 @@ demo: build
 	@$(BIN)/concierge-courier timers $(SAMPLE) --dry-run -s demo-app
 
 ## test: lint, start the Zabbix lab, run every test (lab tests may not skip)
-test: lint lab
+test: lint lab build
 	CONCIERGE_REQUIRE_LAB=1 $(CARGO) test --workspace
 
 lint:
@@ -30,7 +30,7 @@ lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 ## unit: the tests that need no lab (lab tests print SKIPPED)
-unit:
+unit: build
 	$(CARGO) test --workspace
 
 lab:

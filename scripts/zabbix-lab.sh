@@ -5,6 +5,7 @@
 #   scripts/zabbix-lab.sh down     stop every lab daemon (idempotent)
 #   scripts/zabbix-lab.sh status   one line per component; exit 0 only if all are up
 #   scripts/zabbix-lab.sh reset    restore the pristine database, restart the server, redo the API setup
+#   scripts/zabbix-lab.sh server-stop / server-start   only the Zabbix server (outage tests)
 #
 # Needs root on Debian 12. No systemd: every daemon is started by hand. Everything listens on 127.0.0.1.
 # Environment: ZLAB_AGENT=1 (default) also runs zabbix_agentd on 127.0.0.1:10050; ZLAB_AGENT=0 skips it.
@@ -618,7 +619,7 @@ cmd_reset() {
 }
 
 usage() {
-    echo "usage: $0 up|down|status|reset   (env: ZLAB_AGENT=1|0)" >&2
+    echo "usage: $0 up|down|status|reset|server-stop|server-start   (env: ZLAB_AGENT=1|0)" >&2
     exit 2
 }
 
@@ -630,6 +631,8 @@ main() {
         down) cmd_down ;;
         status) cmd_status ;;
         reset) cmd_reset ;;
+        server-stop) require_root; stop_server ;;
+        server-start) require_root; start_server; wait_trapper ;;
         *) usage ;;
     esac
 }
