@@ -18,6 +18,35 @@ use concierge_core::zabbix::sender::{self, Timestamp, Value};
 /// The tool's name in messages.
 pub const TOOL: &str = "concierge-courier";
 
+/// The KIND argument: one metric kind, or all of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kinds {
+    One(Kind),
+    All,
+}
+
+impl FromStr for Kinds {
+    type Err = concierge_core::metrics::UnknownKind;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.eq_ignore_ascii_case("all") {
+            Ok(Kinds::All)
+        } else {
+            s.parse().map(Kinds::One)
+        }
+    }
+}
+
+impl Kinds {
+    /// The kinds to collect.
+    pub fn kinds(self) -> Vec<Kind> {
+        match self {
+            Kinds::One(k) => vec![k],
+            Kinds::All => Kind::ALL.to_vec(),
+        }
+    }
+}
+
 /// Command line of concierge-courier.
 #[derive(Debug, Parser)]
 #[command(
@@ -27,9 +56,10 @@ pub const TOOL: &str = "concierge-courier";
     after_help = after_help()
 )]
 pub struct Cli {
-    /// Metric kind: timers, counters, gauges, meters or histograms.
+    /// Metric kind: timers, counters, gauges, meters, histograms, or all (every kind, one
+    /// fetch, one request).
     #[arg(required_unless_present = "input")]
-    pub kind: Option<Kind>,
+    pub kind: Option<Kinds>,
 
     /// Where the metrics come from: an http(s) URL, a file, or - for stdin.
     #[arg(default_value = source::DEFAULT_URL)]
@@ -133,49 +163,69 @@ pub fn run(cli: &Cli, started: Instant) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Fetch the metrics document and turn the chosen kind's statistics into values.
+/// Fetch the metrics document and turn the chosen kinds' statistics into values.
 pub fn collect(cli: &Cli, conn: &Connection) -> anyhow::Result<Vec<Value>> {
-    let kind = cli
+    let kinds = cli
         .kind
         .ok_or_else(|| UsageError("a metric KIND is required".into()))?;
-    let template = key_template(kind, cli.key_template.as_deref())?;
-    let stats = stats(kind, &cli.stats)?;
-    let src = Source::from_str(&cli.source)?;
-    let doc = src.fetch(&conn.deadline, source::DEFAULT_MAX_BYTES)?;
-    let clock = Timestamp::now();
-    let parsed = dropwizard::parse(&doc, kind, &stats)
-        .with_context(|| format!("cannot parse the metrics from {src}"))?;
-    if let Some(first) = parsed.skipped.first() {
-        eprintln!(
-            "{TOOL}: skipped {} value(s) Zabbix cannot store as numbers (first: {}.{}: {})",
-            parsed.skipped.len(),
-            first.metric,
-            first.stat,
-            first.reason
+    if kinds == Kinds::All && (cli.key_template.is_some() || !cli.stats.is_empty()) {
+        return Err(
+            UsageError("--key-template and --stats apply to one kind, not to all".into()).into(),
         );
     }
-    let mut values = Vec::with_capacity(parsed.metrics.len() * stats.len());
-    let mut unencodable = 0usize;
-    for metric in &parsed.metrics {
-        for stat in &metric.stats {
-            match template.render(&metric.name, Some(&stat.name)) {
-                Ok(key) => values.push(Value {
-                    host: conn.host.clone(),
-                    key,
-                    value: stat.value.clone(),
-                    clock: Some(clock),
-                }),
-                Err(e) => {
-                    unencodable += 1;
-                    if unencodable == 1 {
-                        eprintln!("{TOOL}: skipping metric {:?}: {e}", metric.name);
+    let plans = kinds
+        .kinds()
+        .into_iter()
+        .map(|kind| {
+            Ok((
+                kind,
+                key_template(kind, cli.key_template.as_deref())?,
+                stats(kind, &cli.stats)?,
+            ))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let src = Source::from_str(&cli.source)?;
+    let bytes = src.fetch(&conn.deadline, source::DEFAULT_MAX_BYTES)?;
+    let clock = Timestamp::now();
+    let doc = dropwizard::Document::parse(&bytes)
+        .with_context(|| format!("cannot parse the metrics from {src}"))?;
+    let mut values = Vec::new();
+    for (kind, template, stats) in &plans {
+        let parsed = doc
+            .metrics(*kind, stats)
+            .with_context(|| format!("cannot parse the {kind} from {src}"))?;
+        if let Some(first) = parsed.skipped.first() {
+            eprintln!(
+                "{TOOL}: skipped {} {kind} value(s) Zabbix cannot store as numbers (first: {}.{}: {})",
+                parsed.skipped.len(),
+                first.metric,
+                first.stat,
+                first.reason
+            );
+        }
+        values.reserve(parsed.metrics.len() * stats.len());
+        let mut unencodable = 0usize;
+        for metric in &parsed.metrics {
+            for stat in &metric.stats {
+                match template.render(&metric.name, Some(&stat.name)) {
+                    Ok(key) => values.push(Value {
+                        host: conn.host.clone(),
+                        key,
+                        value: stat.value.clone(),
+                        clock: Some(clock),
+                    }),
+                    Err(e) => {
+                        unencodable += 1;
+                        if unencodable == 1 {
+                            eprintln!("{TOOL}: skipping metric {:?}: {e}", metric.name);
+                        }
                     }
                 }
             }
         }
-    }
-    if unencodable > 1 {
-        eprintln!("{TOOL}: skipped {unencodable} value(s) whose item key cannot be encoded");
+        if unencodable > 1 {
+            eprintln!("{TOOL}: skipped {unencodable} value(s) whose item key cannot be encoded");
+        }
     }
     Ok(values)
 }

@@ -135,3 +135,31 @@ fn an_empty_source_is_nothing_to_send() {
         .code(1)
         .stdout("0\n");
 }
+
+#[test]
+fn all_kinds_go_out_from_one_fetch() {
+    let out = courier()
+        .args(["all", SAMPLE, "--dry-run", "-s", "h"])
+        .assert()
+        .success();
+    let text = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+    // 3 numeric gauges + 2 counters + 10 histogram stats + 5 meter rates + 4 timers x 11.
+    assert_eq!(text.lines().count(), 3 + 2 + 10 + 5 + 44, "{text}");
+    for key in [
+        "gauge[jvm.threads.count]",
+        "counter[app.jobs.queued]",
+        "histogram[app.request.size.p99]",
+        "meter[app.requests.m1_rate]",
+        "timer[my.test-timer-1.p75]",
+    ] {
+        assert!(
+            text.contains(&format!("\"{key}\"")),
+            "{key} missing:\n{text}"
+        );
+    }
+    courier()
+        .args(["all", SAMPLE, "-z", "127.0.0.1", "--stats", "p99"])
+        .assert()
+        .code(1)
+        .stdout("-7\n");
+}

@@ -47,69 +47,93 @@ impl fmt::Display for ParseError {
 
 impl std::error::Error for ParseError {}
 
-/// The metrics of `kind` in `doc`, each with the statistics named in `stats` in that order
-/// (for gauges and counters `stats` is ignored: `value` / `count`). A missing section gives no
-/// metrics; statistics a metric lacks are left out silently; non-numeric values and metric
-/// entries that are not objects (stat `*`) are recorded in `skipped`.
-pub fn parse(doc: &[u8], kind: Kind, stats: &[&str]) -> Result<Metrics, ParseError> {
-    let root = parse_json(doc)?;
-    let Some(section) = section(&root, kind)? else {
-        return Ok(Metrics::default());
-    };
-    let stats = if kind.single_valued() {
-        kind.all_stats()
-    } else {
-        stats
-    };
-    let mut out = Metrics {
-        metrics: Vec::with_capacity(section.len()),
-        skipped: Vec::new(),
-    };
-    for (name, entry) in section {
-        let Value::Object(fields) = entry else {
-            out.skipped.push(Skipped {
-                metric: name.clone(),
-                stat: "*".to_string(),
-                reason: format!("not an object: {}", describe(entry)),
-            });
-            continue;
-        };
-        let mut metric = Metric {
-            name: name.clone(),
-            stats: Vec::with_capacity(stats.len()),
-        };
-        for &stat in stats {
-            match fields.get(stat) {
-                None => {}
-                Some(Value::Number(n)) => metric.stats.push(Stat {
-                    name: stat.to_string(),
-                    value: n.to_string(),
-                }),
-                Some(other) => out.skipped.push(Skipped {
-                    metric: name.clone(),
-                    stat: stat.to_string(),
-                    reason: format!("not a number: {}", describe(other)),
-                }),
-            }
-        }
-        out.metrics.push(metric);
-    }
-    Ok(out)
+/// A parsed Dropwizard document, so several kinds can be read from one parse.
+#[derive(Debug, Clone)]
+pub struct Document {
+    root: Value,
 }
 
-/// The names of the metrics of `kind` in `doc`, for discovery: the entries that are objects,
-/// in the same order as [`parse`].
-pub fn names(doc: &[u8], kind: Kind) -> Result<Vec<String>, ParseError> {
-    let root = parse_json(doc)?;
-    Ok(section(&root, kind)?
-        .map(|section| {
-            section
-                .iter()
-                .filter(|(_, entry)| discoverable(kind, entry))
-                .map(|(name, _)| name.clone())
-                .collect()
+impl Document {
+    /// Parse `doc` (retrying once with bare NaN/Infinity tokens nulled, as older Jackson
+    /// writes them).
+    pub fn parse(doc: &[u8]) -> Result<Self, ParseError> {
+        Ok(Self {
+            root: parse_json(doc)?,
         })
-        .unwrap_or_default())
+    }
+
+    /// The metrics of `kind`, each with the statistics named in `stats` in that order (for
+    /// gauges and counters `stats` is ignored: `value` / `count`). A missing section gives no
+    /// metrics; statistics a metric lacks are left out silently; non-numeric values and metric
+    /// entries that are not objects (stat `*`) are recorded in `skipped`.
+    pub fn metrics(&self, kind: Kind, stats: &[&str]) -> Result<Metrics, ParseError> {
+        let Some(section) = section(&self.root, kind)? else {
+            return Ok(Metrics::default());
+        };
+        let stats = if kind.single_valued() {
+            kind.all_stats()
+        } else {
+            stats
+        };
+        let mut out = Metrics {
+            metrics: Vec::with_capacity(section.len()),
+            skipped: Vec::new(),
+        };
+        for (name, entry) in section {
+            let Value::Object(fields) = entry else {
+                out.skipped.push(Skipped {
+                    metric: name.clone(),
+                    stat: "*".to_string(),
+                    reason: format!("not an object: {}", describe(entry)),
+                });
+                continue;
+            };
+            let mut metric = Metric {
+                name: name.clone(),
+                stats: Vec::with_capacity(stats.len()),
+            };
+            for &stat in stats {
+                match fields.get(stat) {
+                    None => {}
+                    Some(Value::Number(n)) => metric.stats.push(Stat {
+                        name: stat.to_string(),
+                        value: n.to_string(),
+                    }),
+                    Some(other) => out.skipped.push(Skipped {
+                        metric: name.clone(),
+                        stat: stat.to_string(),
+                        reason: format!("not a number: {}", describe(other)),
+                    }),
+                }
+            }
+            out.metrics.push(metric);
+        }
+        Ok(out)
+    }
+
+    /// The names of the metrics of `kind`, for discovery: the entries worth an item, in the
+    /// same order as [`Document::metrics`].
+    pub fn names(&self, kind: Kind) -> Result<Vec<String>, ParseError> {
+        Ok(section(&self.root, kind)?
+            .map(|section| {
+                section
+                    .iter()
+                    .filter(|(_, entry)| discoverable(kind, entry))
+                    .map(|(name, _)| name.clone())
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+}
+
+/// The metrics of `kind` in `doc` (one parse; see [`Document::metrics`]).
+pub fn parse(doc: &[u8], kind: Kind, stats: &[&str]) -> Result<Metrics, ParseError> {
+    Document::parse(doc)?.metrics(kind, stats)
+}
+
+/// The names of the metrics of `kind` in `doc` (one parse; see [`Document::names`]).
+pub fn names(doc: &[u8], kind: Kind) -> Result<Vec<String>, ParseError> {
+    Document::parse(doc)?.names(kind)
 }
 
 /// Whether discovery should create items for this entry: every metric object, except a gauge

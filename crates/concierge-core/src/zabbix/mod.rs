@@ -1,6 +1,7 @@
 //! The Zabbix side: wire protocol, item keys, low-level discovery and sender input files.
 
 pub mod active;
+pub mod api;
 pub mod destination;
 pub mod frame;
 pub mod input;
