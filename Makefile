@@ -6,7 +6,7 @@ CARGO ?= cargo
 BIN   := target/debug
 SAMPLE := tests/fixtures/metrics.json
 
-.PHONY: all build demo test lint unit lab lab-down lab-status lab-reset release static clean
+.PHONY: all build demo test lint unit lab lab-down lab-status lab-reset release static install clean
 
 all: build
 
@@ -51,6 +51,16 @@ release:
 ## static: statically linked release binaries, for FROM-scratch container images
 static:
 	RUSTFLAGS='-C target-feature=+crt-static' $(CARGO) build --workspace --release --target x86_64-unknown-linux-gnu
+
+PREFIX ?= /usr/local
+AGENT_CONF_D ?= /etc/zabbix/zabbix_agentd.conf.d
+
+## install: the tools into $(PREFIX)/bin, the UserParameters into the agent's conf.d
+install: release
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(AGENT_CONF_D)
+	install -m 0755 target/release/concierge-discover target/release/concierge-courier \
+		target/release/concierge-heartbeat $(DESTDIR)$(PREFIX)/bin/
+	install -m 0644 zabbix-templates/userparameter_concierge.conf $(DESTDIR)$(AGENT_CONF_D)/
 
 clean:
 	$(CARGO) clean
