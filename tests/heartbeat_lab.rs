@@ -1,0 +1,553 @@
+//! concierge-heartbeat against the real Zabbix 6.0 lab: self-registration through an
+//! autoregistration action, the beat cadence, the 0 on SIGTERM and the "state is 0" trigger,
+//! the nodata triggers after a SIGKILL, the one-shot, and PID 1 in a `FROM scratch` container.
+//! Each test has its own host (and action), deleted at the end even when it fails. Without the
+//! lab these tests print SKIPPED and return, unless CONCIERGE_REQUIRE_LAB=1.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{anyhow, bail, Context};
+use serde_json::{json, Value};
+use support::*;
+
+const HEARTBEAT: &str = "concierge-heartbeat";
+const KEY: &str = "container.state";
+/// A stop well inside Docker's default 10 s timeout.
+const STOP_LIMIT: Duration = Duration::from_secs(5);
+/// A wait after which a stop is surely broken (the process is then killed and the test fails).
+const KILL_AFTER: Duration = Duration::from_secs(15);
+
+/// The history of `container.state` on host `hostid`, oldest first.
+fn states_of(lab: &Lab, hostid: &str) -> anyhow::Result<Vec<HistoryRow>> {
+    let items = lab.call(
+        "item.get",
+        json!({"output": ["itemid"], "hostids": [hostid], "filter": {"key_": [KEY]}}),
+    )?;
+    let itemid = items
+        .pointer("/0/itemid")
+        .and_then(Value::as_str)
+        .ok_or_else(|| anyhow!("no {KEY} item on host {hostid} yet"))?;
+    history(lab, &[itemid.to_string()], UNSIGNED)
+}
+
+/// The history of `container.state` on `host`, oldest first.
+fn states(host: &Host) -> anyhow::Result<Vec<HistoryRow>> {
+    states_of(&host.lab, &host.hostid)
+}
+
+/// The values that arrived at or after `since` (wall clock).
+fn since(rows: &[HistoryRow], since: SystemTime) -> Vec<HistoryRow> {
+    let t = epoch_ns(since);
+    rows.iter().filter(|r| r.at_ns() >= t).cloned().collect()
+}
+
+/// Wait until `n` values of 1 sent by `beat` (clock after its start) are in history.
+fn wait_for_beats(host: &Host, beat: &mut Coprocess, n: usize, limit: Duration) -> Vec<HistoryRow> {
+    wait_for_beats_of(&host.lab, &host.hostid, beat, n, limit)
+}
+
+/// [`wait_for_beats`] for host `hostid`.
+fn wait_for_beats_of(
+    lab: &Lab,
+    hostid: &str,
+    beat: &mut Coprocess,
+    n: usize,
+    limit: Duration,
+) -> Vec<HistoryRow> {
+    let started_at = beat.started_at;
+    wait_for(
+        &format!("{n} beats of host {hostid} in history"),
+        limit,
+        || {
+            beat.assert_running("beating");
+            let rows = since(&states_of(lab, hostid)?, started_at);
+            if let Some(bad) = rows.iter().find(|r| r.value != "1") {
+                bail!("unexpected value while beating: {bad:?}");
+            }
+            Ok((rows.len() >= n).then_some(rows))
+        },
+    )
+}
+
+/// Wait until a 0 that arrived after `after` is in history, and return the whole history.
+fn wait_for_goodbye(host: &Host, after: SystemTime) -> Vec<HistoryRow> {
+    wait_for(
+        &format!("the 0 of {} in history", host.name),
+        Duration::from_secs(30),
+        || {
+            let rows = states(host)?;
+            let zero = since(&rows, after).iter().any(|r| r.value == "0");
+            Ok(zero.then_some(rows))
+        },
+    )
+}
+
+/// The last value by clock (and ns).
+fn last_value(rows: &[HistoryRow]) -> String {
+    rows.iter()
+        .max_by_key(|r| r.at_ns())
+        .map(|r| r.value.clone())
+        .unwrap_or_default()
+}
+
+/// A host linked to the heartbeat template, with host macros `macros`; returns it once the
+/// server accepts values for container.state.
+fn heartbeat_host(lab: &Lab, prefix: &str, macros: Value) -> Host {
+    let template = lab.heartbeat_template();
+    let host = lab.create_host_with(
+        &unique_host(prefix),
+        json!({"templates": [{"templateid": template}], "macros": macros}),
+    );
+    wait_until_accepted(&host.name, KEY, "1");
+    host
+}
+
+/// `concierge-heartbeat up --every <every> -z 127.0.0.1 -s <host> -v`, plus `extra`.
+fn beat(host: &str, every: &str, extra: &[&str]) -> Coprocess {
+    let mut args = vec!["up", "--every", every, "-z", TRAPPER, "-s", host, "-v"];
+    args.extend_from_slice(extra);
+    Coprocess::spawn(HEARTBEAT, &args)
+}
+
+/// SIGTERM, which must end the coprocess with exit 0 inside STOP_LIMIT, and nothing on stdout.
+fn stop(beat: &mut Coprocess) -> Duration {
+    let (code, took) = beat.terminate(KILL_AFTER);
+    assert_eq!(code, Some(0), "exit status after SIGTERM\n{beat}");
+    assert!(took < STOP_LIMIT, "SIGTERM took {took:.2?}\n{beat}");
+    assert_eq!(
+        beat.stdout(),
+        "",
+        "a coprocess prints nothing on stdout\n{beat}"
+    );
+    took
+}
+
+#[test]
+fn registration_creates_the_host_and_links_the_template() {
+    let Some(lab) = Lab::get() else { return };
+    let template = lab.heartbeat_template();
+    let name = unique_host("hb-register");
+    let token = format!("concierge-e2e-{}", &name["hb-register-".len()..]);
+    // Dropped last: the host that the server creates, whatever happens.
+    let _registered = HostNamed {
+        lab: lab.clone(),
+        name: name.clone(),
+    };
+    let _action = lab.create_action(json!({
+        "name": format!("concierge e2e registration {token}"),
+        "eventsource": 2,
+        "status": 0,
+        "filter": {"evaltype": 0, "conditions": [
+            {"conditiontype": 24, "operator": 2, "value": token}
+        ]},
+        "operations": [
+            {"operationtype": 2},
+            {"operationtype": 4, "opgroup": [{"groupid": lab.group_id().expect("group")}]},
+            {"operationtype": 6, "optemplate": [{"templateid": template}]}
+        ]
+    }));
+    let metadata = format!("app=demo {token}");
+    let mut beat = beat(
+        &name,
+        "1s",
+        &[
+            "--register",
+            "--register-every",
+            "2s",
+            "--metadata",
+            &metadata,
+        ],
+    );
+
+    // The action may need a moment to reach the server's configuration cache; the heartbeat
+    // announces again every 2 s, so the host appears once it does.
+    let host = wait_for(
+        "the registered host with the heartbeat template",
+        Duration::from_secs(60),
+        || {
+            beat.assert_running("registering");
+            let Some(h) = lab.host_by_name(&name)? else {
+                return Ok(None);
+            };
+            let linked = h["parentTemplates"]
+                .as_array()
+                .is_some_and(|t| t.iter().any(|t| t["host"] == HEARTBEAT_TEMPLATE));
+            Ok(linked.then_some(h))
+        },
+    );
+    let registered_after = beat.started.elapsed();
+    let groups: Vec<&str> = host["groups"]
+        .as_array()
+        .map(|g| g.iter().filter_map(|g| g["name"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(groups.contains(&GROUP), "groups of {name}: {groups:?}");
+
+    let hostid = host["hostid"].as_str().expect("hostid");
+    let beats = wait_for_beats_of(&lab, hostid, &mut beat, 1, Duration::from_secs(60));
+    let first_beat_after = beat.started.elapsed();
+    assert!(
+        beat.stderr().contains("registration requested"),
+        "the heartbeat should say it asked for registration\n{beat}"
+    );
+    let stop_took = stop(&mut beat);
+    note(&format!(
+        "TIMING registration: host with template {registered_after:.2?} after start, first beat in \
+         history {first_beat_after:.2?} after start ({} beat(s) then), SIGTERM → exit 0 in {stop_took:.2?}",
+        beats.len()
+    ));
+}
+
+#[test]
+fn beats_land_on_a_steady_cadence_and_stop_sends_zero() {
+    let Some(lab) = Lab::get() else { return };
+    let host = heartbeat_host(&lab, "hb-cadence", json!([]));
+    let mut beat = beat(&host.name, "2s", &[]);
+    // Seven beats take 12 s: about the 14 s of the brief, and at least 6 intervals.
+    let beats = wait_for_beats(&host, &mut beat, 7, Duration::from_secs(60));
+    let ran = beat.started.elapsed();
+    let stop_requested = SystemTime::now();
+    let stop_took = stop(&mut beat);
+
+    let gaps: Vec<f64> = beats
+        .windows(2)
+        .map(|w| (w[1].at_ns() - w[0].at_ns()) as f64 / 1e9)
+        .collect();
+    assert!(gaps.len() >= 6, "intervals: {gaps:?}");
+    for g in &gaps {
+        assert!(
+            (1.6..=2.4).contains(g),
+            "interval {g:.3} s is not within ±20 % of 2 s; all: {gaps:?}\n{beat}"
+        );
+    }
+    let rows = wait_for_goodbye(&host, stop_requested);
+    assert_eq!(last_value(&rows), "0", "last value by clock: {rows:?}");
+    let (min, max) = gaps
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(a, b), g| (a.min(*g), b.max(*g)));
+    note(&format!(
+        "TIMING cadence: {} beats in {ran:.1?}, intervals {min:.3}–{max:.3} s (2 s ± 20 %), \
+         SIGTERM → exit 0 in {stop_took:.2?}, last value 0",
+        beats.len()
+    ));
+}
+
+#[test]
+fn sigterm_sends_zero_and_the_state_is_0_trigger_fires() {
+    let Some(lab) = Lab::get() else { return };
+    let host = heartbeat_host(&lab, "hb-sigterm", json!([]));
+    let mut beat = beat(&host.name, "1s", &[]);
+    wait_for_beats(&host, &mut beat, 1, Duration::from_secs(30));
+    let stopped = Instant::now();
+    let stop_took = stop(&mut beat);
+    let problem = wait_for(
+        "the problem \"Concierge: Container state of … is 0\"",
+        Duration::from_secs(60),
+        || {
+            let problems = lab.problems(&host.hostid)?;
+            let found = problems.iter().find(|p| {
+                p["name"].as_str().is_some_and(|n| {
+                    n.starts_with("Concierge: Container state of") && n.ends_with("is 0")
+                })
+            });
+            match found {
+                Some(p) => Ok(Some(p["name"].as_str().unwrap_or_default().to_string())),
+                None => Err(anyhow!(
+                    "open problems: {problems}",
+                    problems = json!(problems)
+                )),
+            }
+        },
+    );
+    note(&format!(
+        "TIMING sigterm: exit 0 in {stop_took:.2?}; problem {problem:?} open {:.2?} after SIGTERM",
+        stopped.elapsed()
+    ));
+}
+
+#[test]
+fn sigkill_makes_the_nodata_triggers_fire() {
+    let Some(lab) = Lab::get() else { return };
+    // The template's windows are 2m and 1m; the host macros shorten both to 30 s.
+    let host = heartbeat_host(
+        &lab,
+        "hb-sigkill",
+        json!([
+            {"macro": "{$HEARTBEAT_NODATA}", "value": "30s"},
+            {"macro": "{$UNREACHABLE_NODATA}", "value": "30s"}
+        ]),
+    );
+    let mut beat = beat(&host.name, "1s", &[]);
+    wait_for_beats(&host, &mut beat, 3, Duration::from_secs(30));
+    beat.kill();
+    let killed = Instant::now();
+    let (status, _) = beat.wait_exit(KILL_AFTER);
+    assert_eq!(status.code(), None, "SIGKILL leaves no exit code\n{beat}");
+    let rows = states(&host).expect("history");
+    assert_eq!(last_value(&rows), "1", "SIGKILL sends no goodbye: {rows:?}");
+
+    let mut no_heartbeat: Option<Duration> = None;
+    let mut unreachable: Option<Duration> = None;
+    wait_for(
+        "the \"No heartbeat\" and \"both unreachable\" problems",
+        Duration::from_secs(240),
+        || {
+            let problems = lab.problems(&host.hostid)?;
+            let names: Vec<&str> = problems.iter().filter_map(|p| p["name"].as_str()).collect();
+            if no_heartbeat.is_none()
+                && names
+                    .iter()
+                    .any(|n| n.starts_with("Concierge: No heartbeat from"))
+            {
+                no_heartbeat = Some(killed.elapsed());
+            }
+            if unreachable.is_none()
+                && names.iter().any(|n| {
+                    n.starts_with("Concierge: Push and pull checks on")
+                        && n.contains("both unreachable")
+                })
+            {
+                unreachable = Some(killed.elapsed());
+            }
+            if no_heartbeat.is_some() && unreachable.is_some() {
+                Ok(Some(()))
+            } else {
+                Err(anyhow!("open problems so far: {names:?}"))
+            }
+        },
+    );
+    let (a, b) = (
+        no_heartbeat.unwrap_or_default(),
+        unreachable.unwrap_or_default(),
+    );
+    note(&format!(
+        "TIMING nodata (windows 30s): \"No heartbeat\" {a:.1?} and \"Push and pull … both \
+         unreachable\" {b:.1?} after SIGKILL"
+    ));
+}
+
+#[test]
+fn one_shot_down_sends_zero() {
+    let Some(lab) = Lab::get() else { return };
+    let host = lab.create_host(&unique_host("hb-oneshot"));
+    host.create_trapper_item(KEY, UNSIGNED);
+    wait_until_accepted(&host.name, KEY, "1");
+    let before = SystemTime::now();
+    let run = run_tool(
+        HEARTBEAT,
+        &["down", "-z", TRAPPER, "-s", &host.name],
+        None,
+        Duration::from_secs(30),
+    );
+    let secs = run.assert_success();
+    let rows = wait_for_goodbye(&host, before);
+    assert_eq!(last_value(&rows), "0", "{rows:?}\n{run}");
+    note(&format!(
+        "TIMING one-shot down: printed {secs} s, took {:.3?}",
+        run.elapsed
+    ));
+}
+
+// ---------------------------------------------------------------------------------------------
+// PID 1 in a container
+// ---------------------------------------------------------------------------------------------
+
+/// The image: a `FROM scratch` image whose entrypoint is the statically linked heartbeat.
+const IMAGE: &str = "concierge-heartbeat-test:e2e";
+
+fn docker(args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .with_context(|| format!("running docker {args:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "docker {args:?}: {}\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// True when the Docker engine answers; else a visible SKIPPED line (or a failure with
+/// CONCIERGE_REQUIRE_DOCKER=1).
+fn docker_available(test: &str) -> bool {
+    match docker(&["info", "--format", "{{.ServerVersion}}"]) {
+        Ok(_) => true,
+        Err(e) => {
+            if std::env::var("CONCIERGE_REQUIRE_DOCKER").as_deref() == Ok("1") {
+                panic!("Docker engine not reachable: {e:#}");
+            }
+            note(&format!("SKIPPED {test}: no Docker engine ({e:#})"));
+            false
+        }
+    }
+}
+
+/// Build the static binary and the image, once per test process.
+fn heartbeat_image() -> &'static str {
+    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
+    let built = BUILT.get_or_init(|| build_image().map_err(|e| format!("{e:#}")));
+    if let Err(e) = built {
+        panic!("building the image {IMAGE}: {e}");
+    }
+    IMAGE
+}
+
+fn build_image() -> anyhow::Result<()> {
+    let root = repo_root();
+    let target = "x86_64-unknown-linux-gnu";
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let started = Instant::now();
+    let out = Command::new(cargo)
+        .current_dir(&root)
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .args(["build", "--release", "--target", target, "-p", HEARTBEAT])
+        .arg("--target-dir")
+        .arg(root.join("target"))
+        .output()
+        .context("running cargo build")?;
+    if !out.status.success() {
+        bail!(
+            "static build failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let binary = root
+        .join("target")
+        .join(target)
+        .join("release")
+        .join(HEARTBEAT);
+    let dir = BuildDir::new()?;
+    std::fs::copy(&binary, dir.0.join(HEARTBEAT))
+        .with_context(|| format!("copying {}", binary.display()))?;
+    std::fs::write(
+        dir.0.join("Dockerfile"),
+        format!("FROM scratch\nCOPY {HEARTBEAT} /{HEARTBEAT}\nENTRYPOINT [\"/{HEARTBEAT}\"]\n"),
+    )?;
+    docker(&["build", "-q", "-t", IMAGE, &dir.0.to_string_lossy()])?;
+    note(&format!(
+        "built {IMAGE} (static {HEARTBEAT}, FROM scratch) in {:.1?}",
+        started.elapsed()
+    ));
+    Ok(())
+}
+
+/// A temporary build context, removed when dropped.
+struct BuildDir(PathBuf);
+
+impl BuildDir {
+    fn new() -> anyhow::Result<Self> {
+        let dir = std::env::temp_dir().join(unique_host("concierge-hb-image"));
+        std::fs::create_dir_all(&dir)?;
+        Ok(BuildDir(dir))
+    }
+}
+
+impl Drop for BuildDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A container that is removed (`docker rm -f`) when dropped.
+struct Container(String);
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        if let Err(e) = docker(&["rm", "-f", &self.0]) {
+            note(&format!("could not remove container {}: {e:#}", self.0));
+        }
+    }
+}
+
+/// The process's PID in its innermost PID namespace, from /proc/<pid>/status (NSpid).
+fn pid_in_namespace(host_pid: &str) -> Option<String> {
+    let status = std::fs::read_to_string(Path::new("/proc").join(host_pid).join("status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))
+        .and_then(|l| l.split_whitespace().last())
+        .map(str::to_string)
+}
+
+#[test]
+fn pid_1_in_a_scratch_container_stops_cleanly() {
+    let Some(lab) = Lab::get() else { return };
+    if !docker_available("pid_1_in_a_scratch_container_stops_cleanly") {
+        return;
+    }
+    let image = heartbeat_image();
+    let host = lab.create_host(&unique_host("hb-docker"));
+    host.create_trapper_item(KEY, UNSIGNED);
+    wait_until_accepted(&host.name, KEY, "1");
+
+    let container = Container(unique_host("concierge-hb-e2e"));
+    let started_at = SystemTime::now();
+    let started = Instant::now();
+    docker(&[
+        "run",
+        "-d",
+        "--network",
+        "host",
+        "--name",
+        &container.0,
+        image,
+        "up",
+        "--every",
+        "1s",
+        "-z",
+        TRAPPER,
+        "-s",
+        &host.name,
+        "-v",
+    ])
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    let logs = || docker(&["logs", &container.0]).unwrap_or_else(|e| format!("{e:#}"));
+    let host_pid = docker(&["inspect", "-f", "{{.State.Pid}}", &container.0])
+        .expect("docker inspect")
+        .trim()
+        .to_string();
+    // Where the engine's processes are visible (a local engine), prove the heartbeat is PID 1.
+    let pid1 = match pid_in_namespace(&host_pid) {
+        Some(pid) => {
+            assert_eq!(pid, "1", "the heartbeat should be PID 1 in its container");
+            "PID 1 checked (NSpid)"
+        }
+        None => "PID 1 not checked (no /proc entry for the container's process)",
+    };
+    wait_for("beats from the container", Duration::from_secs(30), || {
+        let running = docker(&["inspect", "-f", "{{.State.Running}}", &container.0])?;
+        if running.trim() != "true" {
+            panic!("the container stopped while beating:\n{}", logs());
+        }
+        let rows = since(&states(&host)?, started_at);
+        Ok((rows.len() >= 2).then_some(()))
+    });
+    let first_beats = started.elapsed();
+
+    let stop_requested = SystemTime::now();
+    let t = Instant::now();
+    docker(&["stop", "-t", "10", &container.0]).unwrap_or_else(|e| panic!("{e:#}"));
+    let stop_took = t.elapsed();
+    let code = docker(&["inspect", "-f", "{{.State.ExitCode}}", &container.0]).expect("inspect");
+    assert!(
+        stop_took < STOP_LIMIT,
+        "docker stop took {stop_took:.2?}: PID 1 did not handle SIGTERM\n{}",
+        logs()
+    );
+    assert_eq!(code.trim(), "0", "exit code of the container\n{}", logs());
+    let rows = wait_for_goodbye(&host, stop_requested);
+    assert_eq!(last_value(&rows), "0", "{rows:?}\n{}", logs());
+    note(&format!(
+        "TIMING docker: {pid1}, 2 beats in history {first_beats:.2?} after docker run, \
+         docker stop -t 10 returned in {stop_took:.2?}, exit code 0, last value 0"
+    ));
+}
