@@ -23,7 +23,7 @@ demo: build
 
 ## test: lint, start the Zabbix lab, run every test (lab tests may not skip)
 test: lint lab build
-	CONCIERGE_REQUIRE_LAB=1 $(CARGO) test --workspace
+	CONCIERGE_REQUIRE_LAB=1 CONCIERGE_REQUIRE_DOCKER=1 $(CARGO) test --workspace
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -47,6 +47,11 @@ lab-reset:
 
 release:
 	$(CARGO) build --workspace --release
+
+## bench: release tools vs the talk's pipeline and zabbix_sender, on the running lab (`make lab`
+## first); prints the table and rewrites BENCHMARKS.md. Not part of `make test`.
+bench:
+	python3 scripts/bench.py
 
 ## static: statically linked release binaries, for FROM-scratch container images
 static:

@@ -41,11 +41,13 @@ pub enum Failure {
     Usage,
     /// A bug: an error no class was made for.
     Internal,
+    /// A container engine or orchestrator command (docker-compose, docker, kubectl) failed.
+    Engine,
 }
 
 impl Failure {
     /// Every class, in code order, for `--help` and the README.
-    pub const ALL: [Failure; 9] = [
+    pub const ALL: [Failure; 10] = [
         Failure::NothingToSend,
         Failure::SourceUnreachable,
         Failure::SourceUnparsable,
@@ -55,6 +57,7 @@ impl Failure {
         Failure::DeadlineExceeded,
         Failure::Usage,
         Failure::Internal,
+        Failure::Engine,
     ];
 
     /// The code printed on stdout (always ≤ 0).
@@ -69,6 +72,7 @@ impl Failure {
             Failure::DeadlineExceeded => -6,
             Failure::Usage => -7,
             Failure::Internal => -8,
+            Failure::Engine => -9,
         }
     }
 
@@ -92,14 +96,38 @@ impl Failure {
             Failure::DeadlineExceeded => "deadline exceeded",
             Failure::Usage => "invalid arguments or configuration",
             Failure::Internal => "internal error",
+            Failure::Engine => "container engine command failed",
         }
     }
 
-    /// The code table as `--help` shows it.
-    pub fn help_table() -> String {
+    /// The classes a tool that collects and delivers values can end with (courier).
+    pub const DELIVERY: [Failure; 9] = [
+        Failure::NothingToSend,
+        Failure::SourceUnreachable,
+        Failure::SourceUnparsable,
+        Failure::ZabbixUnreachable,
+        Failure::Partial,
+        Failure::ZabbixRefused,
+        Failure::DeadlineExceeded,
+        Failure::Usage,
+        Failure::Internal,
+    ];
+
+    /// The classes a tool that only sends to Zabbix can end with (heartbeat).
+    pub const SENDING: [Failure; 6] = [
+        Failure::ZabbixUnreachable,
+        Failure::Partial,
+        Failure::ZabbixRefused,
+        Failure::DeadlineExceeded,
+        Failure::Usage,
+        Failure::Internal,
+    ];
+
+    /// The code table as `--help` shows it, for the classes a tool can end with.
+    pub fn help_table(classes: &[Failure]) -> String {
         let mut s =
             String::from("Output: elapsed seconds (> 0) on success, else a failure code:\n");
-        for f in Failure::ALL {
+        for &f in classes {
             s.push_str(&format!(
                 "  {:>3}  {} (exit {})\n",
                 f.code(),
@@ -254,11 +282,18 @@ pub fn parse_args<C: clap::Parser>(tool: &str, contract: Contract) -> C {
                 std::process::exit(0);
             }
             let rendered = e.render().to_string();
+            // The first paragraph: "…were not provided:" continues on the next lines.
             let first = rendered
                 .lines()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("invalid arguments")
-                .trim_start_matches("error: ");
+                .map(str::trim)
+                .skip_while(|l| l.is_empty())
+                .take_while(|l| !l.is_empty())
+                .collect::<Vec<_>>()
+                .join(" ");
+            let first = match first.trim_start_matches("error: ") {
+                "" => "invalid arguments",
+                f => f,
+            };
             let _ = fail(
                 tool,
                 contract,

@@ -109,7 +109,7 @@ fn after_help() -> String {
     format!(
         "{}\nExit status: 0 success, 1 failure, 2 partial (as zabbix_sender).\n\
          With --dry-run (or -z -) stdout carries zabbix_sender input lines instead.",
-        Failure::help_table()
+        Failure::help_table(&Failure::DELIVERY)
     )
 }
 

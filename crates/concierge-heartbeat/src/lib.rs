@@ -88,7 +88,7 @@ fn after_help() -> String {
          and the exit status is 0 once the 0 was delivered on stop.\n\
          Host name: -s, else Hostname from -c, else the system host name extended with the\n\
          container id (unique per container even with network_mode: host).",
-        Failure::help_table()
+        Failure::help_table(&Failure::SENDING)
     )
 }
 
