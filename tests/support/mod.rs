@@ -720,6 +720,16 @@ impl MetricsServer {
         *self.state.body.lock().unwrap_or_else(|e| e.into_inner()) = body;
     }
 
+    /// Answer from the next request on only after `delay` (zero: at once).
+    pub fn set_delay(&self, delay: Duration) {
+        let mut mode = self.state.mode.lock().unwrap_or_else(|e| e.into_inner());
+        let status = match *mode {
+            Mode::Answer { status, .. } => status,
+            Mode::Stalled => 200,
+        };
+        *mode = Mode::Answer { status, delay };
+    }
+
     /// How many requests were read so far.
     pub fn requests(&self) -> u64 {
         self.state.requests.load(Ordering::SeqCst)
@@ -1091,4 +1101,424 @@ pub fn key_diff(a: &BTreeSet<String>, b: &BTreeSet<String>) -> String {
     let only_a: Vec<_> = a.difference(b).take(10).collect();
     let only_b: Vec<_> = b.difference(a).take(10).collect();
     format!("expected but missing: {only_a:?}; present but unexpected: {only_b:?}")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Heartbeat tests: templates, actions, problems, a raw trapper send, and long-running tools
+// ---------------------------------------------------------------------------------------------
+
+/// The repository root (the root package's manifest directory).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The name of the heartbeat template in zabbix-templates/concierge_heartbeat.yaml.
+pub const HEARTBEAT_TEMPLATE: &str = "Concierge heartbeat";
+
+/// Write straight to fd 2 (libtest captures `eprintln!`): timings and skips must be seen.
+pub fn note(msg: &str) {
+    let _ = writeln!(std::io::stderr(), "{msg}");
+}
+
+/// Nanoseconds since the epoch, as history's `clock`/`ns` count them.
+pub fn epoch_ns(t: SystemTime) -> i128 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i128)
+        .unwrap_or_default()
+}
+
+impl HistoryRow {
+    /// `clock` and `ns` as one nanosecond count.
+    pub fn at_ns(&self) -> i128 {
+        i128::from(self.clock) * 1_000_000_000 + i128::from(self.ns)
+    }
+}
+
+impl Lab {
+    /// Import `zabbix-templates/<file>` with configuration.import (groups, templates, items and
+    /// triggers: create missing, update existing). Importing again is a no-op.
+    pub fn import_template_file(&self, file: &str) -> anyhow::Result<()> {
+        let path = repo_root().join("zabbix-templates").join(file);
+        let yaml = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let both = json!({"createMissing": true, "updateExisting": true});
+        let all = json!({"createMissing": true, "updateExisting": true, "deleteMissing": true});
+        let rules = json!({"groups": both, "templates": both, "items": all, "triggers": all,
+                           "discoveryRules": all, "templateLinkage": {"createMissing": true}});
+        self.call(
+            "configuration.import",
+            json!({"format": "yaml", "source": yaml, "rules": rules}),
+        )
+        .with_context(|| format!("importing {}", path.display()))?;
+        Ok(())
+    }
+
+    /// The id of the template whose technical name is `name`.
+    pub fn template_id(&self, name: &str) -> anyhow::Result<String> {
+        let found = self.call(
+            "template.get",
+            json!({"output": ["templateid"], "filter": {"host": [name]}}),
+        )?;
+        str_at(&found, "/0/templateid").with_context(|| format!("template {name:?}"))
+    }
+
+    /// The heartbeat template, imported once per test process; returns its id.
+    pub fn heartbeat_template(&self) -> String {
+        static IMPORTED: Mutex<Option<String>> = Mutex::new(None);
+        let mut id = IMPORTED.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(id) = id.as_ref() {
+            return id.clone();
+        }
+        // Another process may import the same file at the same moment: retry a few times.
+        let mut tries = 0;
+        let imported = loop {
+            tries += 1;
+            match self.import_template_file("concierge_heartbeat.yaml") {
+                Ok(()) => break self.template_id(HEARTBEAT_TEMPLATE),
+                Err(e) if tries < 5 => {
+                    note(&format!("template import failed (retrying): {e:#}"));
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                Err(e) => break Err(e),
+            }
+        };
+        let imported = imported.unwrap_or_else(|e| panic!("heartbeat template: {e:#}"));
+        *id = Some(imported.clone());
+        imported
+    }
+
+    /// Like [`Lab::create_host`], with more `host.create` parameters (`templates`, `macros`…).
+    pub fn create_host_with(&self, name: &str, extra: Value) -> Host {
+        let group = self.group_id().expect("host group Concierge");
+        let mut params = json!({"host": name, "groups": [{"groupid": group}]});
+        if let (Some(p), Some(e)) = (params.as_object_mut(), extra.as_object()) {
+            for (k, v) in e {
+                p.insert(k.clone(), v.clone());
+            }
+        }
+        let made = self
+            .call("host.create", params)
+            .unwrap_or_else(|e| panic!("creating host {name}: {e:#}"));
+        Host {
+            lab: self.clone(),
+            name: name.to_string(),
+            hostid: str_at(&made, "/hostids/0").expect("host.create hostids"),
+        }
+    }
+
+    /// A new action (`action.create` with `params`), deleted again when the guard drops.
+    pub fn create_action(&self, params: Value) -> Action {
+        let name = params["name"].as_str().unwrap_or("?").to_string();
+        let made = self
+            .call("action.create", params)
+            .unwrap_or_else(|e| panic!("creating action {name:?}: {e:#}"));
+        Action {
+            lab: self.clone(),
+            name,
+            actionid: str_at(&made, "/actionids/0").expect("action.create actionids"),
+        }
+    }
+
+    /// The host named `name` with its parent templates and groups, if it exists.
+    pub fn host_by_name(&self, name: &str) -> anyhow::Result<Option<Value>> {
+        let found = self.call(
+            "host.get",
+            json!({"output": ["hostid", "host"], "filter": {"host": [name]},
+                   "selectParentTemplates": ["templateid", "host"],
+                   "selectGroups": ["groupid", "name"]}),
+        )?;
+        Ok(found.as_array().and_then(|a| a.first()).cloned())
+    }
+
+    /// The open problems of host `hostid` (problem.get, output extend).
+    pub fn problems(&self, hostid: &str) -> anyhow::Result<Vec<Value>> {
+        let found = self.call(
+            "problem.get",
+            json!({"output": "extend", "hostids": [hostid]}),
+        )?;
+        found
+            .as_array()
+            .cloned()
+            .ok_or_else(|| anyhow!("problem.get returned {found}"))
+    }
+}
+
+/// An action that exists for one test. Dropping it deletes it.
+pub struct Action {
+    pub lab: Lab,
+    pub name: String,
+    pub actionid: String,
+}
+
+impl Drop for Action {
+    fn drop(&mut self) {
+        if let Err(e) = self.lab.call("action.delete", json!([self.actionid])) {
+            note(&format!("could not delete action {:?}: {e:#}", self.name));
+        }
+    }
+}
+
+/// Deletes the host named `name`, if it exists by then, when dropped: for hosts that the
+/// server creates (autoregistration) rather than the test.
+pub struct HostNamed {
+    pub lab: Lab,
+    pub name: String,
+}
+
+impl Drop for HostNamed {
+    fn drop(&mut self) {
+        if std::env::var("CONCIERGE_KEEP_HOSTS").as_deref() == Ok("1") {
+            return;
+        }
+        let ids = self.lab.call(
+            "host.get",
+            json!({"output": ["hostid"], "filter": {"host": [self.name]}}),
+        );
+        let ids: Vec<Value> = match ids {
+            Ok(v) => v
+                .as_array()
+                .map(|a| a.iter().map(|h| h["hostid"].clone()).collect())
+                .unwrap_or_default(),
+            Err(e) => {
+                note(&format!("could not look up host {}: {e:#}", self.name));
+                return;
+            }
+        };
+        if !ids.is_empty() {
+            if let Err(e) = self.lab.call("host.delete", Value::Array(ids)) {
+                note(&format!("could not delete host {}: {e:#}", self.name));
+            }
+        }
+    }
+}
+
+impl Host {
+    /// The id of the item with key `key` on this host (plain or from a template).
+    pub fn item_id(&self, key: &str) -> anyhow::Result<String> {
+        self.items()?
+            .into_iter()
+            .find(|i| i.key == key)
+            .map(|i| i.itemid)
+            .ok_or_else(|| anyhow!("no item {key} on {}", self.name))
+    }
+}
+
+/// Send one value to the lab's trapper with a hand-written "sender data" request (no code
+/// under test); returns the server's `(processed, failed)`.
+pub fn trapper_send(host: &str, key: &str, value: &str) -> anyhow::Result<(u64, u64)> {
+    let request = json!({"request": "sender data",
+                         "data": [{"host": host, "key": key, "value": value}]});
+    let mut s = TcpStream::connect((TRAPPER, 10051)).context("connecting to the trapper")?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.write_all(&zbxd_frame(request.to_string().as_bytes()))?;
+    let mut header = [0u8; 13];
+    s.read_exact(&mut header)
+        .context("reading the reply header")?;
+    if &header[..5] != b"ZBXD\x01" {
+        bail!("unexpected reply header {header:?}");
+    }
+    let len = u32::from_le_bytes(header[5..9].try_into()?) as usize;
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).context("reading the reply")?;
+    let reply: Value = serde_json::from_slice(&body).context("reply is not JSON")?;
+    let info = reply["info"].as_str().unwrap_or_default();
+    let field = |name: &str| -> anyhow::Result<u64> {
+        info.split(';')
+            .filter_map(|part| part.trim().split_once(": "))
+            .find(|(k, _)| *k == name)
+            .and_then(|(_, v)| v.parse().ok())
+            .ok_or_else(|| anyhow!("no {name} in reply {reply}"))
+    };
+    Ok((field("processed")?, field("failed")?))
+}
+
+/// Send `value` to `host`'s `key` until the server accepts it (its configuration cache knows
+/// the item); returns how long that took.
+pub fn wait_until_accepted(host: &str, key: &str, value: &str) -> Duration {
+    let start = Instant::now();
+    wait_for(
+        &format!("the server to accept {key} on {host}"),
+        Duration::from_secs(30),
+        || match trapper_send(host, key, value)? {
+            (1, 0) => Ok(Some(())),
+            other => Err(anyhow!("processed/failed = {other:?}")),
+        },
+    );
+    start.elapsed()
+}
+
+/// A workspace binary running in the background, its stdout and stderr collected as they
+/// come. Dropping it SIGKILLs the process if it still runs (and reaps it).
+pub struct Coprocess {
+    pub command: String,
+    child: std::process::Child,
+    stdout: Arc<Mutex<Vec<u8>>>,
+    stderr: Arc<Mutex<Vec<u8>>>,
+    readers: Vec<JoinHandle<()>>,
+    status: Option<std::process::ExitStatus>,
+    /// When it was started.
+    pub started: Instant,
+    /// The wall-clock time it was started, for comparing with history clocks.
+    pub started_at: SystemTime,
+}
+
+impl Coprocess {
+    /// Start workspace binary `name` with `args` (stdin closed).
+    pub fn spawn(name: &str, args: &[&str]) -> Self {
+        let path = bin(name);
+        let command = std::iter::once(name)
+            .chain(args.iter().copied())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let started_at = SystemTime::now();
+        let started = Instant::now();
+        let mut child = Command::new(&path)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", path.display()));
+        let collect = |mut r: Box<dyn Read + Send>, into: Arc<Mutex<Vec<u8>>>| {
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = r.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    into.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .extend_from_slice(&buf[..n]);
+                }
+            })
+        };
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let readers = vec![
+            collect(
+                Box::new(child.stdout.take().expect("stdout pipe")),
+                Arc::clone(&stdout),
+            ),
+            collect(
+                Box::new(child.stderr.take().expect("stderr pipe")),
+                Arc::clone(&stderr),
+            ),
+        ];
+        Coprocess {
+            command,
+            child,
+            stdout,
+            stderr,
+            readers,
+            status: None,
+            started,
+            started_at,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// What it wrote on stdout so far.
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.stdout.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+    }
+
+    /// What it wrote on stderr so far.
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.stderr.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+    }
+
+    /// Its exit status, if it has exited (`try_wait`).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        if self.status.is_none() {
+            self.status = self.child.try_wait().expect("try_wait");
+        }
+        self.status
+    }
+
+    /// Panics (with its output) unless it is still running.
+    pub fn assert_running(&mut self, while_doing: &str) {
+        if let Some(status) = self.exited() {
+            panic!(
+                "{} exited ({status}) while {while_doing}\n{self}",
+                self.command
+            );
+        }
+    }
+
+    /// Send signal `sig` (`TERM`, `INT`…) with kill(1), an argument vector.
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("running kill");
+        assert!(
+            status.success(),
+            "kill -{sig} {} failed: {status}",
+            self.pid()
+        );
+    }
+
+    /// SIGKILL it (`Child::kill`).
+    pub fn kill(&mut self) {
+        self.child.kill().expect("Child::kill");
+    }
+
+    /// Wait up to `limit` for it to exit; returns the status and how long the wait took.
+    /// Panics (after a SIGKILL) if it is still running then.
+    pub fn wait_exit(&mut self, limit: Duration) -> (std::process::ExitStatus, Duration) {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.exited() {
+                let waited = start.elapsed();
+                for r in self.readers.drain(..) {
+                    let _ = r.join();
+                }
+                return (status, waited);
+            }
+            if start.elapsed() > limit {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!(
+                    "{} still running {limit:?} later: killed\n{self}",
+                    self.command
+                );
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// SIGTERM, then wait up to `limit`; returns the exit code and how long the stop took.
+    pub fn terminate(&mut self, limit: Duration) -> (Option<i32>, Duration) {
+        let start = Instant::now();
+        self.signal("TERM");
+        let (status, _) = self.wait_exit(limit);
+        (status.code(), start.elapsed())
+    }
+}
+
+impl fmt::Display for Coprocess {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "`{}` (pid {}, started {:.1?} ago)\n--- stdout:\n{}--- stderr:\n{}---",
+            self.command,
+            self.child.id(),
+            self.started.elapsed(),
+            self.stdout(),
+            self.stderr()
+        )
+    }
+}
+
+impl Drop for Coprocess {
+    fn drop(&mut self) {
+        if self.exited().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }
