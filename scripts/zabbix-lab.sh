@@ -59,6 +59,7 @@ readonly PHP_FPM_PID=/run/php/php8.2-fpm.pid
 readonly PHP_FPM_SOCK=/run/php/php8.2-fpm.sock
 readonly RUN_PHP=/run/php
 readonly LAB_ETC=/etc/concierge-lab
+readonly SCALE_STATE_DIR=/var/lib/concierge
 readonly NGINX_CONF=${LAB_ETC}/nginx.conf
 readonly NGINX_PID=/run/concierge-lab-nginx.pid
 readonly NGINX_LOG_DIR=/var/log/nginx
@@ -246,7 +247,9 @@ ListenIP=$LAB_ADDR
 ListenPort=$TRAPPER_PORT
 CacheUpdateFrequency=1
 StartTrappers=5
-Timeout=4
+# Action remote commands run on the server within Timeout: concierge-scale waits for
+# docker-compose, which needs more than the stock 3 s.
+Timeout=30
 LogSlowQueries=0
 # The tests create tens of thousands of float items (1,000 timers x 11 statistics, more than
 # once); the stock 4 MB TrendCacheSize runs out and the server exits ("out of memory ...
@@ -553,12 +556,26 @@ EOF
 
 require_root() { [[ $(id -u) == 0 ]] || die "must run as root"; }
 
+# The scaling actions run concierge-scale as user zabbix on the server: it needs the Docker
+# socket (group docker) and a state directory. The server takes its groups when it starts.
+configure_scaling() {
+    install -d -o zabbix -g zabbix -m 0755 "$SCALE_STATE_DIR"
+    if getent group docker >/dev/null && ! id -nG zabbix | tr ' ' '\n' | grep -qx docker; then
+        usermod -aG docker zabbix
+        log "zabbix: added to group docker (for concierge-scale)"
+        if server_running; then
+            stop_server
+        fi
+    fi
+}
+
 cmd_up() {
     require_root
     install_packages
     start_postgres
     setup_database
     configure_server
+    configure_scaling
     start_server
     configure_frontend
     start_php

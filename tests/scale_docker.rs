@@ -328,6 +328,7 @@ impl Project {
         std::fs::write(
             &file,
             template
+                .replace("@SERVICE@", SERVICE)
                 .replace("@IMAGE@", image())
                 .replace("@COMMAND@", &command),
         )

@@ -8,6 +8,8 @@
 
 #![allow(dead_code)]
 
+pub mod docker;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::io::{Read, Write};
