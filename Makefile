@@ -6,7 +6,7 @@ CARGO ?= cargo
 BIN   := target/debug
 SAMPLE := tests/fixtures/metrics.json
 
-.PHONY: all build demo test lint unit lab lab-down lab-status lab-reset release static install clean
+.PHONY: all build demo test lint unit lab lab-down lab-status lab-reset release static install clean bench
 
 all: build
 
