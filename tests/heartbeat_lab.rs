@@ -6,13 +6,12 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::OnceLock;
+use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{anyhow, bail};
 use serde_json::{json, Value};
+use support::docker::docker;
 use support::*;
 
 const HEARTBEAT: &str = "concierge-heartbeat";
@@ -356,107 +355,6 @@ fn one_shot_down_sends_zero() {
 // PID 1 in a container
 // ---------------------------------------------------------------------------------------------
 
-/// The image: a `FROM scratch` image whose entrypoint is the statically linked heartbeat.
-const IMAGE: &str = "concierge-heartbeat-test:e2e";
-
-fn docker(args: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new("docker")
-        .args(args)
-        .output()
-        .with_context(|| format!("running docker {args:?}"))?;
-    if !out.status.success() {
-        bail!(
-            "docker {args:?}: {}\n{}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// True when the Docker engine answers; else a visible SKIPPED line (or a failure with
-/// CONCIERGE_REQUIRE_DOCKER=1).
-fn docker_available(test: &str) -> bool {
-    match docker(&["info", "--format", "{{.ServerVersion}}"]) {
-        Ok(_) => true,
-        Err(e) => {
-            if std::env::var("CONCIERGE_REQUIRE_DOCKER").as_deref() == Ok("1") {
-                panic!("Docker engine not reachable: {e:#}");
-            }
-            note(&format!("SKIPPED {test}: no Docker engine ({e:#})"));
-            false
-        }
-    }
-}
-
-/// Build the static binary and the image, once per test process.
-fn heartbeat_image() -> &'static str {
-    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
-    let built = BUILT.get_or_init(|| build_image().map_err(|e| format!("{e:#}")));
-    if let Err(e) = built {
-        panic!("building the image {IMAGE}: {e}");
-    }
-    IMAGE
-}
-
-fn build_image() -> anyhow::Result<()> {
-    let root = repo_root();
-    let target = "x86_64-unknown-linux-gnu";
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let started = Instant::now();
-    let out = Command::new(cargo)
-        .current_dir(&root)
-        .env("RUSTFLAGS", "-C target-feature=+crt-static")
-        .args(["build", "--release", "--target", target, "-p", HEARTBEAT])
-        .arg("--target-dir")
-        .arg(root.join("target"))
-        .output()
-        .context("running cargo build")?;
-    if !out.status.success() {
-        bail!(
-            "static build failed ({}):\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let binary = root
-        .join("target")
-        .join(target)
-        .join("release")
-        .join(HEARTBEAT);
-    let dir = BuildDir::new()?;
-    std::fs::copy(&binary, dir.0.join(HEARTBEAT))
-        .with_context(|| format!("copying {}", binary.display()))?;
-    std::fs::write(
-        dir.0.join("Dockerfile"),
-        format!("FROM scratch\nCOPY {HEARTBEAT} /{HEARTBEAT}\nENTRYPOINT [\"/{HEARTBEAT}\"]\n"),
-    )?;
-    docker(&["build", "-q", "-t", IMAGE, &dir.0.to_string_lossy()])?;
-    note(&format!(
-        "built {IMAGE} (static {HEARTBEAT}, FROM scratch) in {:.1?}",
-        started.elapsed()
-    ));
-    Ok(())
-}
-
-/// A temporary build context, removed when dropped.
-struct BuildDir(PathBuf);
-
-impl BuildDir {
-    fn new() -> anyhow::Result<Self> {
-        let dir = std::env::temp_dir().join(unique_host("concierge-hb-image"));
-        std::fs::create_dir_all(&dir)?;
-        Ok(BuildDir(dir))
-    }
-}
-
-impl Drop for BuildDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// A container that is removed (`docker rm -f`) when dropped.
 struct Container(String);
 
@@ -481,10 +379,10 @@ fn pid_in_namespace(host_pid: &str) -> Option<String> {
 #[test]
 fn pid_1_in_a_scratch_container_stops_cleanly() {
     let Some(lab) = Lab::get() else { return };
-    if !docker_available("pid_1_in_a_scratch_container_stops_cleanly") {
+    if !docker::available("pid_1_in_a_scratch_container_stops_cleanly") {
         return;
     }
-    let image = heartbeat_image();
+    let image = docker::heartbeat_image();
     let host = lab.create_host(&unique_host("hb-docker"));
     host.create_trapper_item(KEY, UNSIGNED);
     wait_until_accepted(&host.name, KEY, "1");

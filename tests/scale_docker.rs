@@ -7,186 +7,42 @@
 //! Without a Docker engine these tests print SKIPPED and return, unless
 //! CONCIERGE_REQUIRE_DOCKER=1.
 
+mod support;
+
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::process::Command;
 use std::sync::OnceLock;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use anyhow::anyhow;
 use serde_json::Value;
+use support::docker::{self, docker, heartbeat_image, unique, Project, TempDir};
+use support::{bin, closed_port, current_test, note, run_command, start_command, wait_for, Run};
 
 const SCALE: &str = "concierge-scale";
 const SERVICE: &str = "app";
-const IMAGE: &str = "concierge-scale-e2e:payload";
-const TARGET: &str = "x86_64-unknown-linux-gnu";
 /// How long any state may take to show up before the test fails.
 const SETTLE: Duration = Duration::from_secs(90);
 /// Longest a single command may run before it is killed and the test fails.
 const COMMAND_LIMIT: Duration = Duration::from_secs(180);
 
-/// What the test containers run: the workspace crate whose static binary is the image's
-/// entrypoint, and its arguments. The one place to change the payload.
-fn payload() -> (&'static str, Vec<String>) {
-    // Beats go to a loopback port nobody listens on: the heartbeat keeps beating (and
-    // backing off) without a Zabbix, and answers SIGTERM at once.
+/// The arguments of the test containers' concierge-heartbeat (the image's entrypoint). Beats
+/// go to a loopback port nobody listens on: the heartbeat keeps beating (and backing off)
+/// without a Zabbix, and answers SIGTERM at once.
+fn payload() -> Vec<String> {
     static PORT: OnceLock<u16> = OnceLock::new();
-    let port = *PORT.get_or_init(|| {
-        TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .unwrap_or(9)
-    });
-    (
-        "concierge-heartbeat",
-        vec![
-            "--every".into(),
-            "2s".into(),
-            "-z".into(),
-            format!("127.0.0.1:{port}"),
-        ],
-    )
-}
-
-// ---------------------------------------------------------------------------------------------
-// Running things
-// ---------------------------------------------------------------------------------------------
-
-/// Straight to fd 2: libtest captures eprintln!, and a skip must be seen.
-fn note(msg: &str) {
-    let _ = writeln!(std::io::stderr(), "{msg}");
-}
-
-fn current_test() -> String {
-    std::thread::current()
-        .name()
-        .unwrap_or("<unnamed test>")
-        .to_string()
-}
-
-/// What one command did.
-struct Run {
-    command: String,
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-    elapsed: Duration,
-}
-
-impl std::fmt::Display for Run {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "`{}` → exit {:?} after {:.2?}\n--- stdout:\n{}--- stderr:\n{}---",
-            self.command, self.code, self.elapsed, self.stdout, self.stderr
-        )
-    }
-}
-
-impl Run {
-    fn ok(self) -> Self {
-        assert_eq!(self.code, Some(0), "{self}");
-        self
-    }
-}
-
-fn drain(mut r: impl Read + Send + 'static) -> JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = r.read_to_end(&mut buf);
-        String::from_utf8_lossy(&buf).into_owned()
-    })
-}
-
-/// Start `cmd` with piped output; `finish` collects it.
-fn start(cmd: &mut Command) -> (String, Instant, std::process::Child) {
-    let command = format!("{cmd:?}");
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {command}: {e}"));
-    (command, Instant::now(), child)
-}
-
-fn finish((command, started, mut child): (String, Instant, std::process::Child)) -> Run {
-    let out = drain(child.stdout.take().expect("stdout pipe"));
-    let err = drain(child.stderr.take().expect("stderr pipe"));
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("try_wait") {
-            break s;
-        }
-        if started.elapsed() > COMMAND_LIMIT {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{command} still running after {COMMAND_LIMIT:?}: killed");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    Run {
-        command,
-        code: status.code(),
-        stdout: out.join().unwrap_or_default(),
-        stderr: err.join().unwrap_or_default(),
-        elapsed: started.elapsed(),
-    }
+    let port = *PORT.get_or_init(closed_port);
+    vec![
+        "--every".into(),
+        "2s".into(),
+        "-z".into(),
+        format!("127.0.0.1:{port}"),
+    ]
 }
 
 fn run(cmd: &mut Command) -> Run {
-    finish(start(cmd))
-}
-
-fn docker(args: &[&str]) -> Run {
-    run(Command::new("docker").args(args))
-}
-
-/// Poll `f` every 200 ms until it returns `Some`; fail after `limit` with the last observation.
-fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Result<T, String>) -> T {
-    let started = Instant::now();
-    let mut polls = 0u32;
-    loop {
-        polls += 1;
-        let last = match f() {
-            Ok(v) => return v,
-            Err(e) => e,
-        };
-        if started.elapsed() >= limit {
-            panic!(
-                "timed out after {:.1?} ({polls} polls) waiting for {what}; last: {last}",
-                started.elapsed()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-/// `target/<profile>/` of this test executable, and `target/` above it.
-fn target_dirs() -> (PathBuf, PathBuf) {
-    let exe = std::env::current_exe().expect("current_exe");
-    let profile = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test executable lives in target/<profile>/deps")
-        .to_path_buf();
-    let target = profile
-        .parent()
-        .expect("target/<profile> has a parent")
-        .to_path_buf();
-    (profile, target)
-}
-
-fn bin(name: &str) -> PathBuf {
-    let path = target_dirs().0.join(name);
-    assert!(
-        path.is_file(),
-        "{} is missing: build it with cargo build --workspace",
-        path.display()
-    );
-    path
+    run_command(cmd, COMMAND_LIMIT)
 }
 
 fn fixture(name: &str) -> PathBuf {
@@ -195,108 +51,9 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// True when the Docker engine and docker-compose answer; else a visible SKIPPED line (or a
-/// failure with CONCIERGE_REQUIRE_DOCKER=1).
+/// True when the Docker engine and docker-compose answer (see [`docker::available`]).
 fn docker_available() -> bool {
-    static STATE: OnceLock<Result<(), String>> = OnceLock::new();
-    let state = STATE.get_or_init(|| {
-        let probe = |cmd: &mut Command| match cmd.output() {
-            Ok(o) if o.status.success() => Ok(()),
-            Ok(o) => Err(format!(
-                "{cmd:?}: {}: {}",
-                o.status,
-                String::from_utf8_lossy(&o.stderr).trim()
-            )),
-            Err(e) => Err(format!("{cmd:?}: {e}")),
-        };
-        probe(Command::new("docker").args(["info", "--format", "{{.ServerVersion}}"]))?;
-        probe(Command::new("docker-compose").arg("version"))
-    });
-    match state {
-        Ok(()) => true,
-        Err(why) => {
-            if std::env::var("CONCIERGE_REQUIRE_DOCKER").as_deref() == Ok("1") {
-                panic!("Docker engine not usable: {why}");
-            }
-            note(&format!(
-                "SKIPPED {}: no Docker engine ({why})",
-                current_test()
-            ));
-            false
-        }
-    }
-}
-
-/// Build the payload's static binary and the image, once per test process.
-fn image() -> &'static str {
-    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
-    if let Err(e) = BUILT.get_or_init(build_image) {
-        panic!("building {IMAGE}: {e}");
-    }
-    IMAGE
-}
-
-fn build_image() -> Result<(), String> {
-    let (crate_name, _) = payload();
-    let (_, target_dir) = target_dirs();
-    let started = Instant::now();
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let build = run(Command::new(cargo)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("RUSTFLAGS", "-C target-feature=+crt-static")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .args(["build", "--release", "--target", TARGET, "-p", crate_name])
-        .arg("--target-dir")
-        .arg(&target_dir));
-    if build.code != Some(0) {
-        return Err(format!("static build failed: {build}"));
-    }
-    let binary = target_dir.join(TARGET).join("release").join(crate_name);
-    let ctx = TempDir::new("image");
-    std::fs::copy(&binary, ctx.0.join(crate_name))
-        .map_err(|e| format!("copying {}: {e}", binary.display()))?;
-    std::fs::write(
-        ctx.0.join("Dockerfile"),
-        format!("FROM scratch\nCOPY {crate_name} /{crate_name}\nENTRYPOINT [\"/{crate_name}\"]\n"),
-    )
-    .map_err(|e| e.to_string())?;
-    let built = docker(&["build", "-q", "-t", IMAGE, &ctx.0.to_string_lossy()]);
-    if built.code != Some(0) {
-        return Err(format!("docker build failed: {built}"));
-    }
-    note(&format!(
-        "built {IMAGE} (FROM scratch + static {crate_name}) in {:.1?}",
-        started.elapsed()
-    ));
-    Ok(())
-}
-
-/// A unique name: prefix, pid and a counter (lower case, as compose project names must be).
-fn unique(prefix: &str) -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "{prefix}{}{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-/// A temporary directory, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let p = std::env::temp_dir().join(unique(&format!("concierge-scale-e2e-{tag}-")));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).expect("create a temporary directory");
-        Self(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+    docker::available(&current_test())
 }
 
 fn read_events(path: &Path) -> Vec<Value> {
@@ -307,92 +64,21 @@ fn read_events(path: &Path) -> Vec<Value> {
         .collect()
 }
 
-// ---------------------------------------------------------------------------------------------
-// A compose project
-// ---------------------------------------------------------------------------------------------
-
-/// A compose project of its own, taken down (containers removed) when dropped.
-struct Project {
-    name: String,
-    file: PathBuf,
-    dir: TempDir,
+/// A compose project of service `app` running the payload.
+fn project() -> Project {
+    Project::new(SERVICE, heartbeat_image(), &payload())
 }
 
-impl Project {
-    fn new() -> Self {
-        let (_, args) = payload();
-        let dir = TempDir::new("project");
-        let template = std::fs::read_to_string(fixture("compose.yml")).expect("compose fixture");
-        let command = serde_json::to_string(&args).expect("JSON list");
-        let file = dir.0.join("docker-compose.yml");
-        std::fs::write(
-            &file,
-            template
-                .replace("@SERVICE@", SERVICE)
-                .replace("@IMAGE@", image())
-                .replace("@COMMAND@", &command),
-        )
-        .expect("write compose file");
-        Self {
-            name: unique("cscale"),
-            file,
-            dir,
-        }
-    }
+/// concierge-scale on a compose project, and what it logged.
+trait Scale {
+    fn command(&self, args: &[&str]) -> Command;
+    fn scale(&self, args: &[&str]) -> Run;
+    fn events(&self) -> Vec<Value>;
+    /// The running containers, by `docker ps`.
+    fn ps(&self) -> BTreeSet<String>;
+}
 
-    fn compose(&self, args: &[&str]) -> Run {
-        run(Command::new("docker-compose")
-            .arg("--file")
-            .arg(&self.file)
-            .args(["--project-name", &self.name])
-            .args(args))
-    }
-
-    /// The service's running containers, by `docker ps` (not through the tool).
-    fn running(&self) -> BTreeSet<String> {
-        let r = docker(&[
-            "ps",
-            "--quiet",
-            "--no-trunc",
-            "--filter",
-            "status=running",
-            "--filter",
-            &format!("label=com.docker.compose.project={}", self.name),
-            "--filter",
-            &format!("label=com.docker.compose.service={SERVICE}"),
-        ])
-        .ok();
-        r.stdout.lines().map(str::to_string).collect()
-    }
-
-    /// Wait until exactly `n` containers run; return their IDs.
-    fn wait_running(&self, n: usize) -> BTreeSet<String> {
-        wait_for(&format!("{n} running containers"), SETTLE, || {
-            let ids = self.running();
-            if ids.len() == n {
-                Ok(ids)
-            } else {
-                Err(format!("{} running: {ids:?}", ids.len()))
-            }
-        })
-    }
-
-    /// Start the service with `n` containers, independently of the tool.
-    fn start(&self, n: usize) -> BTreeSet<String> {
-        self.compose(&["up", "--detach", "--scale", &format!("{SERVICE}={n}")])
-            .ok();
-        self.wait_running(n)
-    }
-
-    fn state_dir(&self) -> PathBuf {
-        self.dir.0.join("state")
-    }
-
-    fn events(&self) -> Vec<Value> {
-        read_events(&self.state_dir().join("scale-events.jsonl"))
-    }
-
-    /// concierge-scale on this project.
+impl Scale for Project {
     fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(bin(SCALE));
         c.args(["--engine", "compose-v1", "--file"])
@@ -406,14 +92,13 @@ impl Project {
     fn scale(&self, args: &[&str]) -> Run {
         run(&mut self.command(args))
     }
-}
 
-impl Drop for Project {
-    fn drop(&mut self) {
-        let down = self.compose(&["down", "--timeout", "5", "--remove-orphans"]);
-        if down.code != Some(0) {
-            note(&format!("could not take down {}: {down}", self.name));
-        }
+    fn events(&self) -> Vec<Value> {
+        read_events(&self.state_dir().join("scale-events.jsonl"))
+    }
+
+    fn ps(&self) -> BTreeSet<String> {
+        self.running().expect("docker ps")
     }
 }
 
@@ -433,14 +118,14 @@ fn up_from_one_to_three() {
     if !docker_available() {
         return;
     }
-    let p = Project::new();
-    let before = p.start(1);
+    let p = project();
+    let before = p.start(1, SETTLE);
     // The talk's order: action, service, current scale, increment; the daemon named as the
     // talk did (--host), here the local socket.
     let r = p
         .scale(&["-H", "unix:///var/run/docker.sock", "up", SERVICE, "1", "2"])
         .ok();
-    let after = p.wait_running(3);
+    let after = p.wait_running(3, SETTLE);
     assert!(
         before.is_subset(&after),
         "the running container must be kept"
@@ -465,11 +150,11 @@ fn down_from_three_to_two() {
     if !docker_available() {
         return;
     }
-    let p = Project::new();
-    let before = p.start(3);
+    let p = project();
+    let before = p.start(3, SETTLE);
     // A stale hint (5): the engine's count (3) wins, and the mismatch is logged.
     let r = p.scale(&["down", SERVICE, "5"]).ok();
-    let after = p.wait_running(2);
+    let after = p.wait_running(2, SETTLE);
     assert!(after.is_subset(&before), "no new container on the way down");
     let ev = p.events();
     assert_scaled(&r, 3, 2, &ev[0]);
@@ -486,8 +171,8 @@ fn clamped_at_max_and_at_min() {
     if !docker_available() {
         return;
     }
-    let p = Project::new();
-    let two = p.start(2);
+    let p = project();
+    let two = p.start(2, SETTLE);
     let r = p.scale(&["--max", "2", "up", SERVICE]).ok();
     assert_eq!(r.stdout, "2\n", "{r}");
     let r = p.scale(&["--min", "2", "down", SERVICE, "2", "3"]).ok();
@@ -495,7 +180,7 @@ fn clamped_at_max_and_at_min() {
     // A step cut short by the bound still scales, as far as the bound.
     let r = p.scale(&["--max", "3", "up", SERVICE, "2", "5"]).ok();
     assert_eq!(r.stdout, "3\n", "{r}");
-    p.wait_running(3);
+    p.wait_running(3, SETTLE);
     let ev = p.events();
     let outcomes: Vec<&str> = ev.iter().map(|e| e["outcome"].as_str().unwrap()).collect();
     assert_eq!(outcomes, ["clamped", "clamped", "scaled"]);
@@ -509,7 +194,7 @@ fn clamped_at_max_and_at_min() {
         "{}",
         ev[1]
     );
-    assert!(two.is_subset(&p.running()));
+    assert!(two.is_subset(&p.ps()));
 }
 
 #[test]
@@ -517,14 +202,14 @@ fn refused_inside_the_cooldown() {
     if !docker_available() {
         return;
     }
-    let p = Project::new();
-    p.start(1);
+    let p = project();
+    p.start(1, SETTLE);
     let r = p.scale(&["--cooldown", "10m", "up", SERVICE]).ok();
     assert_eq!(r.stdout, "2\n", "{r}");
-    let two = p.wait_running(2);
+    let two = p.wait_running(2, SETTLE);
     let r = p.scale(&["--cooldown", "10m", "up", SERVICE]).ok();
     assert_eq!(r.stdout, "2\n", "{r}");
-    assert_eq!(p.running(), two, "nothing may change inside the cooldown");
+    assert_eq!(p.ps(), two, "nothing may change inside the cooldown");
     let ev = p.events();
     assert_eq!(ev[1]["outcome"], "cooldown");
     assert!(
@@ -539,11 +224,11 @@ fn two_concurrent_ups_end_exactly_two_steps_up() {
     if !docker_available() {
         return;
     }
-    let p = Project::new();
-    p.start(1);
-    let a = start(&mut p.command(&["up", SERVICE]));
-    let b = start(&mut p.command(&["up", SERVICE]));
-    let (a, b) = (finish(a).ok(), finish(b).ok());
+    let p = project();
+    p.start(1, SETTLE);
+    let a = start_command(&mut p.command(&["up", SERVICE]));
+    let b = start_command(&mut p.command(&["up", SERVICE]));
+    let (a, b) = (a.finish(COMMAND_LIMIT).ok(), b.finish(COMMAND_LIMIT).ok());
     let printed: BTreeSet<&str> = [a.stdout.trim(), b.stdout.trim()].into();
     assert_eq!(printed, ["2", "3"].into(), "{a}\n{b}");
     let ev = p.events();
@@ -552,7 +237,7 @@ fn two_concurrent_ups_end_exactly_two_steps_up() {
         .map(|e| (e["from"].as_u64().unwrap(), e["to"].as_u64().unwrap()))
         .collect();
     assert_eq!(steps, [(1, 2), (2, 3)].into(), "{ev:?}");
-    p.wait_running(3);
+    p.wait_running(3, SETTLE);
     note(&format!(
         "two concurrent ups took {:.2?} and {:.2?}",
         a.elapsed, b.elapsed
@@ -584,7 +269,7 @@ fn a_broken_compose_file_fails_with_the_engines_error() {
         .args(["--engine", "compose-v1", "--file"])
         .arg(&file)
         .args(["--project-name", &unique("cscalebroken"), "--state-dir"])
-        .arg(&dir.0)
+        .arg(dir.path())
         .args(["up", SERVICE, "1"]));
     assert_eq!(r.code, Some(1), "{r}");
     assert_eq!(r.stdout, "", "{r}");
@@ -597,7 +282,7 @@ fn a_broken_compose_file_fails_with_the_engines_error() {
         last.starts_with(&format!("{SCALE}: {SERVICE}: cannot scale from 1 to 2")),
         "{r}"
     );
-    let ev = read_events(&dir.0.join("scale-events.jsonl"));
+    let ev = read_events(&dir.path().join("scale-events.jsonl"));
     assert_eq!(ev.len(), 1);
     assert_eq!(ev[0]["outcome"], "failed");
     assert!(
@@ -608,7 +293,7 @@ fn a_broken_compose_file_fails_with_the_engines_error() {
         "{}",
         ev[0]
     );
-    let names: Vec<_> = std::fs::read_dir(&dir.0)
+    let names: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
@@ -620,13 +305,13 @@ fn dry_run_changes_nothing() {
     if !docker_available() {
         return;
     }
-    let p = Project::new();
-    let one = p.start(1);
+    let p = project();
+    let one = p.start(1, SETTLE);
     let r = p.scale(&["--dry-run", "up", SERVICE, "1", "2"]).ok();
     assert_eq!(r.stdout, "3\n", "{r}");
     assert!(r.stderr.contains("would run: docker-compose"), "{r}");
     // compose's up is synchronous: had the dry run scaled, the containers would exist now.
-    assert_eq!(p.running(), one);
+    assert_eq!(p.ps(), one);
     let all = docker(&[
         "ps",
         "--all",
@@ -634,8 +319,8 @@ fn dry_run_changes_nothing() {
         "--filter",
         &format!("label=com.docker.compose.project={}", p.name),
     ])
-    .ok();
-    assert_eq!(all.stdout.lines().count(), 1, "{all}");
+    .expect("docker ps");
+    assert_eq!(all.lines().count(), 1, "{all}");
     let ev = p.events();
     assert_eq!(ev[0]["outcome"], "dry-run");
     assert_eq!(ev[0]["dry_run"], true);
@@ -657,17 +342,14 @@ struct Swarm {
 
 impl Swarm {
     fn get() -> Result<Self, String> {
-        let state = docker(&["info", "--format", "{{.Swarm.LocalNodeState}}"]).ok();
-        match state.stdout.trim() {
+        let state =
+            docker(&["info", "--format", "{{.Swarm.LocalNodeState}}"]).expect("docker info");
+        match state.trim() {
             "active" => Ok(Self { joined_here: false }),
-            "inactive" => {
-                let init = docker(&["swarm", "init", "--advertise-addr", "127.0.0.1"]);
-                if init.code == Some(0) {
-                    Ok(Self { joined_here: true })
-                } else {
-                    Err(format!("docker swarm init failed: {init}"))
-                }
-            }
+            "inactive" => match docker(&["swarm", "init", "--advertise-addr", "127.0.0.1"]) {
+                Ok(_) => Ok(Self { joined_here: true }),
+                Err(e) => Err(format!("docker swarm init failed: {e:#}")),
+            },
             other => Err(format!("swarm state {other:?}")),
         }
     }
@@ -676,9 +358,8 @@ impl Swarm {
 impl Drop for Swarm {
     fn drop(&mut self) {
         if self.joined_here {
-            let left = docker(&["swarm", "leave", "--force"]);
-            if left.code != Some(0) {
-                note(&format!("could not leave the swarm: {left}"));
+            if let Err(e) = docker(&["swarm", "leave", "--force"]) {
+                note(&format!("could not leave the swarm: {e:#}"));
             }
         }
     }
@@ -697,8 +378,7 @@ impl Service {
             "--filter",
             &format!("label=com.docker.swarm.service.name={}", self.0),
         ])
-        .ok()
-        .stdout
+        .expect("docker ps")
         .lines()
         .count()
     }
@@ -708,8 +388,8 @@ impl Service {
             &format!("{n} running tasks of {}", self.0),
             SETTLE,
             || match self.running() {
-                c if c == n => Ok(()),
-                c => Err(format!("{c} running")),
+                c if c == n => Ok(Some(())),
+                c => Err(anyhow!("{c} running")),
             },
         )
     }
@@ -722,8 +402,7 @@ impl Service {
             "{{.Spec.Mode.Replicated.Replicas}}",
             &self.0,
         ])
-        .ok()
-        .stdout
+        .expect("docker service inspect")
         .trim()
         .to_string()
     }
@@ -746,18 +425,15 @@ fn swarm_service_scales_on_a_single_node_swarm() {
     if !docker_available() {
         return;
     }
-    let image = image();
+    let image = heartbeat_image();
     let swarm = match Swarm::get() {
         Ok(s) => s,
         Err(why) => {
-            if std::env::var("CONCIERGE_REQUIRE_DOCKER").as_deref() == Ok("1") {
-                panic!("no swarm: {why}");
-            }
-            note(&format!("SKIPPED {}: {why}", current_test()));
+            docker::skip(&current_test(), &format!("no swarm: {why}"));
             return;
         }
     };
-    let (_, args) = payload();
+    let args = payload();
     let svc = Service(unique("cscaleswarm"));
     let mut create = vec![
         "service",
@@ -774,13 +450,13 @@ fn swarm_service_scales_on_a_single_node_swarm() {
         image,
     ];
     create.extend(args.iter().map(String::as_str));
-    docker(&create).ok();
+    docker(&create).expect("docker service create");
     svc.wait_running(1);
     let dir = TempDir::new("swarm");
     let scale = |args: &[&str]| {
         run(Command::new(bin(SCALE))
             .args(["--engine", "swarm", "--state-dir"])
-            .arg(&dir.0)
+            .arg(dir.path())
             .args(args))
         .ok()
     };
@@ -792,7 +468,7 @@ fn swarm_service_scales_on_a_single_node_swarm() {
     assert_eq!(r.stdout, "2\n", "{r}");
     assert_eq!(svc.replicas(), "2");
     svc.wait_running(2);
-    let ev = read_events(&dir.0.join("scale-events.jsonl"));
+    let ev = read_events(&dir.path().join("scale-events.jsonl"));
     let steps: Vec<(u64, u64)> = ev
         .iter()
         .map(|e| (e["from"].as_u64().unwrap(), e["to"].as_u64().unwrap()))

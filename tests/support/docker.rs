@@ -31,13 +31,19 @@ pub fn available(test: &str) -> bool {
     match state {
         Ok(()) => true,
         Err(why) => {
-            if std::env::var("CONCIERGE_REQUIRE_DOCKER").as_deref() == Ok("1") {
-                panic!("Docker engine not usable: {why}");
-            }
-            note(&format!("SKIPPED {test}: no Docker engine ({why})"));
+            skip(test, &format!("no Docker engine ({why})"));
             false
         }
     }
+}
+
+/// A visible `SKIPPED test: why` line, or a failure with `CONCIERGE_REQUIRE_DOCKER=1`: for
+/// what a test needs of the engine beyond [`available`] (a swarm…).
+pub fn skip(test: &str, why: &str) {
+    if std::env::var("CONCIERGE_REQUIRE_DOCKER").as_deref() == Ok("1") {
+        panic!("{test}: Docker engine not usable: {why}");
+    }
+    note(&format!("SKIPPED {test}: {why}"));
 }
 
 /// Run `program args` (an argument vector, never a shell); its stdout, or an error with its
@@ -200,6 +206,11 @@ impl Project {
     /// The project's own directory (for state and logs).
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// `dir()/state`, the state directory for concierge-scale (not created here).
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir().join("state")
     }
 
     /// `docker-compose -f FILE -p NAME args`.

@@ -99,7 +99,8 @@ fn rpc(
         .ok_or_else(|| anyhow!("{method}: reply has neither result nor error: {reply}"))
 }
 
-fn current_test() -> String {
+/// The name of the running test (its thread's name).
+pub fn current_test() -> String {
     std::thread::current()
         .name()
         .unwrap_or("<unnamed test>")
@@ -546,6 +547,107 @@ impl Run {
     }
 }
 
+impl Run {
+    /// Asserts exit status 0; the run, for its output.
+    pub fn ok(self) -> Self {
+        assert_eq!(self.code, Some(0), "{self}");
+        self
+    }
+}
+
+/// A program started with its output piped (and collected as it comes); [`Started::finish`]
+/// waits for it.
+pub struct Started {
+    command: String,
+    started: Instant,
+    child: std::process::Child,
+    feeder: Option<JoinHandle<()>>,
+    stdout: JoinHandle<Vec<u8>>,
+    stderr: JoinHandle<Vec<u8>>,
+}
+
+impl Started {
+    /// Start `cmd`, named `command` in messages, feeding it `stdin` (else stdin is closed).
+    fn spawn(cmd: &mut Command, command: String, stdin: Option<&[u8]>) -> Self {
+        let started = Instant::now();
+        let mut child = cmd
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {command}: {e}"));
+        let feeder = stdin.map(|bytes| {
+            let mut pipe = child.stdin.take().expect("stdin pipe");
+            let bytes = bytes.to_vec();
+            std::thread::spawn(move || {
+                let _ = pipe.write_all(&bytes);
+            })
+        });
+        let drain = |mut r: Box<dyn Read + Send>| {
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let _ = r.read_to_end(&mut buf);
+                buf
+            })
+        };
+        let stdout = drain(Box::new(child.stdout.take().expect("stdout pipe")));
+        let stderr = drain(Box::new(child.stderr.take().expect("stderr pipe")));
+        Started {
+            command,
+            started,
+            child,
+            feeder,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// Wait for it to exit and collect what it did; kills it (and panics) after `limit`.
+    pub fn finish(mut self, limit: Duration) -> Run {
+        let command = self.command;
+        let status = loop {
+            if let Some(s) = self.child.try_wait().expect("try_wait") {
+                break s;
+            }
+            if self.started.elapsed() > limit {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!("`{command}` still running after {limit:?}: killed");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        let elapsed = self.started.elapsed();
+        if let Some(f) = self.feeder {
+            let _ = f.join();
+        }
+        let text = |h: JoinHandle<Vec<u8>>| {
+            String::from_utf8_lossy(&h.join().unwrap_or_default()).into_owned()
+        };
+        Run {
+            command,
+            code: status.code(),
+            stdout: text(self.stdout),
+            stderr: text(self.stderr),
+            elapsed,
+        }
+    }
+}
+
+/// Start any program (`cmd`, stdin closed); [`Started::finish`] collects its [`Run`].
+pub fn start_command(cmd: &mut Command) -> Started {
+    let command = format!("{cmd:?}");
+    Started::spawn(cmd, command, None)
+}
+
+/// Run any program (`cmd`, stdin closed), killing it after `limit`.
+pub fn run_command(cmd: &mut Command, limit: Duration) -> Run {
+    start_command(cmd).finish(limit)
+}
+
 /// Run workspace binary `name` with `args`, feeding `stdin`, killing it after `limit`.
 pub fn run_tool(name: &str, args: &[&str], stdin: Option<&[u8]>, limit: Duration) -> Run {
     let path = bin(name);
@@ -559,59 +661,7 @@ pub fn run_tool(name: &str, args: &[&str], stdin: Option<&[u8]>, limit: Duration
         }))
         .collect::<Vec<_>>()
         .join(" ");
-    let started = Instant::now();
-    let mut child = Command::new(&path)
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {}: {e}", path.display()));
-    let feeder = stdin.map(|bytes| {
-        let mut pipe = child.stdin.take().expect("stdin pipe");
-        let bytes = bytes.to_vec();
-        std::thread::spawn(move || {
-            let _ = pipe.write_all(&bytes);
-        })
-    });
-    let drain = |mut r: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = r.read_to_end(&mut buf);
-            buf
-        })
-    };
-    let out = drain(Box::new(child.stdout.take().expect("stdout pipe")));
-    let err = drain(Box::new(child.stderr.take().expect("stderr pipe")));
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("try_wait") {
-            break s;
-        }
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("`{command}` still running after {limit:?}: killed");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    let elapsed = started.elapsed();
-    if let Some(f) = feeder {
-        let _ = f.join();
-    }
-    let text = |h: JoinHandle<Vec<u8>>| {
-        String::from_utf8_lossy(&h.join().unwrap_or_default()).into_owned()
-    };
-    Run {
-        command,
-        code: status.code(),
-        stdout: text(out),
-        stderr: text(err),
-        elapsed,
-    }
+    Started::spawn(Command::new(&path).args(args), command, stdin).finish(limit)
 }
 
 // ---------------------------------------------------------------------------------------------
