@@ -14,6 +14,7 @@ use crate::agent_config::ConfigError;
 use crate::metrics::dropwizard::ParseError;
 use crate::metrics::UnknownKind;
 use crate::source::SourceError;
+use crate::zabbix::api::ApiError;
 use crate::zabbix::destination::DestinationError;
 use crate::zabbix::input::InputError;
 use crate::zabbix::key::KeyError;
@@ -191,6 +192,12 @@ fn classify_one(e: &(dyn std::error::Error + 'static)) -> Option<Failure> {
             Failure::DeadlineExceeded
         } else {
             Failure::SourceUnreachable
+        });
+    }
+    if let Some(e) = e.downcast_ref::<ApiError>() {
+        return Some(match e {
+            ApiError::Http { .. } => Failure::ZabbixUnreachable,
+            ApiError::BadReply { .. } | ApiError::Api { .. } => Failure::ZabbixRefused,
         });
     }
     if e.is::<ParseError>() || e.is::<InputError>() {

@@ -314,9 +314,11 @@ impl Request {
                 cli.min, cli.max
             )));
         }
+        // No hint: empty, "-", or Zabbix's *UNKNOWN* (an expression macro such as
+        // {?last(...)} over an item that has no value yet).
         let given = |s: &Option<String>| {
             s.as_deref()
-                .filter(|t| !t.trim().is_empty() && t.trim() != "-")
+                .filter(|t| !matches!(t.trim(), "" | "-" | "*UNKNOWN*"))
                 .map(str::to_string)
         };
         let (hint, amount) = match (cli.action, given(&cli.current), cli.amount.as_deref()) {

@@ -375,6 +375,9 @@ fn positional_numbers_follow_the_talks_order() {
     assert_eq!((r.hint, r.amount), (Some(2), 1));
     let r = req(&["up", "web", "-", "2"]);
     assert_eq!((r.hint, r.amount), (None, 2));
+    // What Zabbix substitutes for {?last(...)} over an item without a value yet.
+    let r = req(&["up", "web", "*UNKNOWN*", "2"]);
+    assert_eq!((r.hint, r.amount), (None, 2));
     let r = req(&["to", "web", "4"]);
     assert_eq!((r.hint, r.amount), (None, 4));
     let r = req(&["to", "web", "2", "4"]);
