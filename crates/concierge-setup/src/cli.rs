@@ -232,12 +232,12 @@ pub struct Cli {
     /// concierge-scale on the Zabbix server (written unquoted into the script: path
     /// characters only).
     #[arg(long, value_name = "PATH", default_value = DEFAULT_SCALE_COMMAND, requires = "service",
-          help_heading = "Scripts (shared by every service)")]
+          help_heading = "Scripts (one pair per service)")]
     pub scale_command: String,
 
     /// concierge-scale's state directory on the Zabbix server; scale.log goes there too.
     #[arg(long, value_name = "DIR", default_value = DEFAULT_STATE_DIR, requires = "service",
-          help_heading = "Scripts (shared by every service)")]
+          help_heading = "Scripts (one pair per service)")]
     pub state_dir: String,
 
     /// Zabbix server or proxy trapper(s), as ServerActive: where --timer names go, and where
@@ -248,7 +248,7 @@ pub struct Cli {
         value_name = "SERVER",
         default_value = "127.0.0.1",
         requires = "service",
-        help_heading = "Scripts (shared by every service)"
+        help_heading = "Scripts (one pair per service)"
     )]
     pub zabbix_server: String,
 }
