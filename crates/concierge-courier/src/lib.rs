@@ -187,13 +187,23 @@ pub fn collect(cli: &Cli, conn: &Connection) -> anyhow::Result<Vec<Value>> {
     let src = Source::from_str(&cli.source)?;
     let bytes = src.fetch(&conn.deadline, source::DEFAULT_MAX_BYTES)?;
     let clock = Timestamp::now();
-    let doc = dropwizard::Document::parse(&bytes)
+    let wanted: Vec<(Kind, &[&str])> = plans
+        .iter()
+        .map(|(kind, _, stats)| (*kind, stats.as_slice()))
+        .collect();
+    // One streaming pass for every kind; the document is not needed once it has been read.
+    let parsed = dropwizard::parse_kinds(&bytes, &wanted)
         .with_context(|| format!("cannot parse the metrics from {src}"))?;
-    let mut values = Vec::new();
-    for (kind, template, stats) in &plans {
-        let parsed = doc
-            .metrics(*kind, stats)
-            .with_context(|| format!("cannot parse the {kind} from {src}"))?;
+    drop(bytes);
+    let count: usize = parsed
+        .iter()
+        .flatten()
+        .flat_map(|m| &m.metrics)
+        .map(|m| m.stats.len())
+        .sum();
+    let mut values = Vec::with_capacity(count);
+    for ((kind, template, _), parsed) in plans.iter().zip(parsed) {
+        let parsed = parsed.with_context(|| format!("cannot parse the {kind} from {src}"))?;
         if let Some(first) = parsed.skipped.first() {
             eprintln!(
                 "{TOOL}: skipped {} {kind} value(s) Zabbix cannot store as numbers (first: {}.{}: {})",
@@ -203,15 +213,15 @@ pub fn collect(cli: &Cli, conn: &Connection) -> anyhow::Result<Vec<Value>> {
                 first.reason
             );
         }
-        values.reserve(parsed.metrics.len() * stats.len());
         let mut unencodable = 0usize;
-        for metric in &parsed.metrics {
-            for stat in &metric.stats {
+        // Consumed metric by metric: each value string moves into its `Value`.
+        for metric in parsed.metrics {
+            for stat in metric.stats {
                 match template.render(&metric.name, Some(&stat.name)) {
                     Ok(key) => values.push(Value {
                         host: conn.host.clone(),
                         key,
-                        value: stat.value.clone(),
+                        value: stat.value,
                         clock: Some(clock),
                     }),
                     Err(e) => {

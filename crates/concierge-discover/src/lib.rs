@@ -73,6 +73,7 @@ pub fn run(cli: &Cli, started: Instant) -> anyhow::Result<()> {
     let doc = src.fetch(&deadline, source::DEFAULT_MAX_BYTES)?;
     let names = dropwizard::names(&doc, cli.kind)
         .with_context(|| format!("cannot parse the metrics from {src}"))?;
+    drop(doc);
     let stats = cli.kind.all_stats();
     let mut kept = Vec::with_capacity(names.len());
     for name in &names {

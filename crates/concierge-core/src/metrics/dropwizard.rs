@@ -2,13 +2,24 @@
 //!
 //! The document is an object with optional `gauges`, `counters`, `histograms`, `meters` and
 //! `timers` sections, each mapping a metric name to an object of statistics. Only JSON numbers
-//! are delivered; anything else is reported in [`Metrics::skipped`]. Metrics come out in the
-//! iteration order of serde_json's `Map`: sorted by name (byte order), since this crate builds
-//! serde_json without `preserve_order`; deterministic either way.
+//! are delivered; anything else is reported in [`Metrics::skipped`].
+//!
+//! The document is read in one streaming pass (serde visitors driving serde_json's
+//! deserializer), without building a tree: of the requested sections, each entry's name and
+//! the requested statistics are kept; everything else (other sections, other fields, the
+//! `units` strings) is skipped as [`IgnoredAny`], which checks JSON syntax only, not number
+//! ranges, string encodings or nesting depth.
+//!
+//! Metrics come out sorted by name (byte order), whatever the document order, as when this
+//! module read the document into serde_json's `Map` (a `BTreeMap`). As with that map, when a
+//! name occurs more than once in a section its last entry counts (the earlier ones are neither
+//! delivered nor reported as skipped), and when a section occurs more than once its last
+//! occurrence counts.
 
 use std::fmt;
 
-use serde_json::{Map, Value};
+use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::Number;
 
 use super::{Kind, Metric, Metrics, Skipped, Stat};
 
@@ -47,152 +58,564 @@ impl fmt::Display for ParseError {
 
 impl std::error::Error for ParseError {}
 
-/// A parsed Dropwizard document, so several kinds can be read from one parse.
-#[derive(Debug, Clone)]
-pub struct Document {
-    root: Value,
-}
-
-impl Document {
-    /// Parse `doc` (retrying once with bare NaN/Infinity tokens nulled, as older Jackson
-    /// writes them).
-    pub fn parse(doc: &[u8]) -> Result<Self, ParseError> {
-        Ok(Self {
-            root: parse_json(doc)?,
-        })
-    }
-
-    /// The metrics of `kind`, each with the statistics named in `stats` in that order (for
-    /// gauges and counters `stats` is ignored: `value` / `count`). A missing section gives no
-    /// metrics; statistics a metric lacks are left out silently; non-numeric values and metric
-    /// entries that are not objects (stat `*`) are recorded in `skipped`.
-    pub fn metrics(&self, kind: Kind, stats: &[&str]) -> Result<Metrics, ParseError> {
-        let Some(section) = section(&self.root, kind)? else {
-            return Ok(Metrics::default());
-        };
-        let stats = if kind.single_valued() {
-            kind.all_stats()
-        } else {
-            stats
-        };
-        let mut out = Metrics {
-            metrics: Vec::with_capacity(section.len()),
-            skipped: Vec::new(),
-        };
-        for (name, entry) in section {
-            let Value::Object(fields) = entry else {
-                out.skipped.push(Skipped {
-                    metric: name.clone(),
-                    stat: "*".to_string(),
-                    reason: format!("not an object: {}", describe(entry)),
-                });
-                continue;
-            };
-            let mut metric = Metric {
-                name: name.clone(),
-                stats: Vec::with_capacity(stats.len()),
-            };
-            for &stat in stats {
-                match fields.get(stat) {
-                    None => {}
-                    Some(Value::Number(n)) => metric.stats.push(Stat {
-                        name: stat.to_string(),
-                        value: n.to_string(),
-                    }),
-                    Some(other) => out.skipped.push(Skipped {
-                        metric: name.clone(),
-                        stat: stat.to_string(),
-                        reason: format!("not a number: {}", describe(other)),
-                    }),
-                }
-            }
-            out.metrics.push(metric);
-        }
-        Ok(out)
-    }
-
-    /// The names of the metrics of `kind`, for discovery: the entries worth an item, in the
-    /// same order as [`Document::metrics`].
-    pub fn names(&self, kind: Kind) -> Result<Vec<String>, ParseError> {
-        Ok(section(&self.root, kind)?
-            .map(|section| {
-                section
-                    .iter()
-                    .filter(|(_, entry)| discoverable(kind, entry))
-                    .map(|(name, _)| name.clone())
-                    .collect()
-            })
-            .unwrap_or_default())
-    }
-}
-
-/// The metrics of `kind` in `doc` (one parse; see [`Document::metrics`]).
+/// The metrics of `kind` in `doc`, each with the statistics named in `stats` in that order (for
+/// gauges and counters `stats` is ignored: `value` / `count`). A missing (or `null`) section
+/// gives no metrics; statistics a metric lacks are left out silently; non-numeric values and
+/// metric entries that are not objects (stat `*`) are recorded in `skipped`.
 pub fn parse(doc: &[u8], kind: Kind, stats: &[&str]) -> Result<Metrics, ParseError> {
-    Document::parse(doc)?.metrics(kind, stats)
+    parse_kinds(doc, &[(kind, stats)])?
+        .pop()
+        .expect("one result per requested kind")
 }
 
-/// The names of the metrics of `kind` in `doc` (one parse; see [`Document::names`]).
+/// Several kinds in one pass over `doc`: one result per `(kind, stats)` pair, in that order,
+/// each as [`parse`] would give it. The outer error is the document's (invalid JSON); a kind's
+/// own result is [`ParseError::NotAnObject`] when the top level or its section is not an
+/// object, so the caller can say which kind failed.
+pub fn parse_kinds(
+    doc: &[u8],
+    wanted: &[(Kind, &[&str])],
+) -> Result<Vec<Result<Metrics, ParseError>>, ParseError> {
+    let wants: Vec<_> = wanted
+        .iter()
+        .map(|&(kind, stats)| (kind, Want::Metrics(stats)))
+        .collect();
+    Ok(read(doc, &wants)?
+        .into_iter()
+        .map(|got| {
+            got.map(|got| match got {
+                Got::Metrics(m) => m,
+                Got::Names(_) => unreachable!("only metrics were requested"),
+            })
+        })
+        .collect())
+}
+
+/// The names of the metrics of `kind` in `doc`, for discovery: the entries worth an item, in
+/// the same order as [`parse`]. Only the names (and, for gauges, the kind of `value`) are
+/// read; every statistic is skipped unparsed.
 pub fn names(doc: &[u8], kind: Kind) -> Result<Vec<String>, ParseError> {
-    Document::parse(doc)?.names(kind)
+    match read(doc, &[(kind, Want::Names)])?.pop() {
+        Some(Ok(Got::Names(names))) => Ok(names),
+        Some(Err(e)) => Err(e),
+        _ => unreachable!("one names result was requested"),
+    }
+}
+
+/// What a caller wants from one kind's section.
+enum Want<'s> {
+    /// Each metric with these statistics (see [`parse`]).
+    Metrics(&'s [&'s str]),
+    /// The discoverable names (see [`names`]).
+    Names,
+}
+
+/// What a [`Want`] gave.
+enum Got {
+    Metrics(Metrics),
+    Names(Vec<String>),
 }
 
 /// Whether discovery should create items for this entry: every metric object, except a gauge
 /// whose value can never be a number (a version string, a list), which would only yield items
-/// that never receive data. NaN, infinities and null count as numbers that are briefly undefined.
-fn discoverable(kind: Kind, entry: &Value) -> bool {
-    let Value::Object(fields) = entry else {
+/// that never receive data. NaN, infinities and null count as numbers that are briefly
+/// undefined. `value` is the entry's `value` field when the entry is a gauge object.
+fn discoverable(kind: Kind, is_object: bool, value: Option<&Scalar>) -> bool {
+    if !is_object {
         return false;
-    };
+    }
     if kind != Kind::Gauges {
         return true;
     }
-    match fields.get("value") {
-        Some(Value::Number(_) | Value::Null) => true,
-        Some(Value::String(s)) => matches!(s.as_str(), "NaN" | "Infinity" | "-Infinity"),
+    match value {
+        Some(Scalar::Number(_) | Scalar::Null) => true,
+        Some(Scalar::Str(s)) => matches!(s.as_str(), "NaN" | "Infinity" | "-Infinity"),
         _ => false,
     }
 }
 
-/// The section of `kind`: `None` when absent (or `null`), an error when not an object.
-fn section(root: &Value, kind: Kind) -> Result<Option<&Map<String, Value>>, ParseError> {
-    let Value::Object(root) = root else {
-        return Err(ParseError::NotAnObject);
-    };
-    match root.get(kind.section()) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Object(section)) => Ok(Some(section)),
-        Some(_) => Err(ParseError::NotAnObject),
-    }
+/// A value the pass kept where a number was expected: the number, or what a skip reason says
+/// about anything else (containers are skipped, not kept).
+enum Scalar {
+    Number(Number),
+    Str(String),
+    Null,
+    Bool(bool),
+    Array,
+    Object,
 }
 
 /// A short description of a non-numeric value for a skip reason.
-fn describe(v: &Value) -> String {
+fn describe(v: &Scalar) -> String {
     const MAX: usize = 40;
     match v {
-        Value::String(s) if s.chars().count() > MAX => {
+        Scalar::Str(s) if s.chars().count() > MAX => {
             let cut: String = s.chars().take(MAX).collect();
             format!("{:?}…", cut)
         }
-        Value::String(s) => format!("{s:?}"),
-        Value::Null => "null".to_string(),
-        Value::Bool(b) => b.to_string(),
-        Value::Number(n) => n.to_string(),
-        Value::Array(_) => "array".to_string(),
-        Value::Object(_) => "object".to_string(),
+        Scalar::Str(s) => format!("{s:?}"),
+        Scalar::Null => "null".to_string(),
+        Scalar::Bool(b) => b.to_string(),
+        Scalar::Number(n) => n.to_string(),
+        Scalar::Array => "array".to_string(),
+        Scalar::Object => "object".to_string(),
     }
 }
 
-/// Parses strictly first; only if that fails, retries once with bare `NaN`, `Infinity` and
+/// Reads `doc` strictly first; only if that fails, once more with bare `NaN`, `Infinity` and
 /// `-Infinity` (written by older Jackson) replaced by `null`, so they become skipped values.
-fn parse_json(doc: &[u8]) -> Result<Value, ParseError> {
-    let strict = match serde_json::from_slice::<Value>(doc) {
-        Ok(v) => return Ok(v),
+fn read(
+    doc: &[u8],
+    wants: &[(Kind, Want<'_>)],
+) -> Result<Vec<Result<Got, ParseError>>, ParseError> {
+    let plans = plans(wants);
+    let strict = match pass(doc, &plans) {
+        Ok(root) => return Ok(results(root, plans, wants.len())),
         Err(e) => e,
     };
     let Some((patched, edits)) = replace_non_finite(doc) else {
         return Err(json_error(&strict, &[]));
     };
-    serde_json::from_slice::<Value>(&patched).map_err(|e| json_error(&e, &edits))
+    match pass(&patched, &plans) {
+        Ok(root) => Ok(results(root, plans, wants.len())),
+        Err(e) => Err(json_error(&e, &edits)),
+    }
+}
+
+/// How one pass reads one kind's section, for every want of that kind.
+struct Plan<'s> {
+    kind: Kind,
+    /// The fields of an entry to keep, each once (matched by exact name).
+    fields: Vec<&'s str>,
+    outputs: Vec<Output<'s>>,
+}
+
+/// One want of a [`Plan`]: `want` is its index in the caller's list.
+struct Output<'s> {
+    want: usize,
+    what: OutputKind<'s>,
+}
+
+enum OutputKind<'s> {
+    /// The statistics to deliver in order, and for each its index in [`Plan::fields`].
+    Metrics {
+        stats: &'s [&'s str],
+        slots: Vec<usize>,
+    },
+    /// Names; for gauges, the index of `value` in [`Plan::fields`].
+    Names { value_slot: Option<usize> },
+}
+
+/// One plan per kind asked for, with the union of the fields its wants need.
+fn plans<'s>(wants: &[(Kind, Want<'s>)]) -> Vec<Plan<'s>> {
+    fn slot<'s>(fields: &mut Vec<&'s str>, name: &'s str) -> usize {
+        fields.iter().position(|f| *f == name).unwrap_or_else(|| {
+            fields.push(name);
+            fields.len() - 1
+        })
+    }
+    let mut plans: Vec<Plan<'s>> = Vec::new();
+    for (want, (kind, what)) in wants.iter().enumerate() {
+        let kind = *kind;
+        let i = match plans.iter().position(|p| p.kind == kind) {
+            Some(i) => i,
+            None => {
+                plans.push(Plan {
+                    kind,
+                    fields: Vec::new(),
+                    outputs: Vec::new(),
+                });
+                plans.len() - 1
+            }
+        };
+        let plan = &mut plans[i];
+        let what = match *what {
+            Want::Metrics(stats) => {
+                let stats = if kind.single_valued() {
+                    kind.all_stats()
+                } else {
+                    stats
+                };
+                let slots = stats.iter().map(|s| slot(&mut plan.fields, s)).collect();
+                OutputKind::Metrics { stats, slots }
+            }
+            Want::Names => OutputKind::Names {
+                value_slot: (kind == Kind::Gauges).then(|| slot(&mut plan.fields, "value")),
+            },
+        };
+        plan.outputs.push(Output { want, what });
+    }
+    plans
+}
+
+/// A section after the pass; a later occurrence of a section replaces an earlier one.
+enum Found {
+    Absent,
+    NotAnObject,
+    /// One result per [`Plan::outputs`].
+    Read(Vec<Got>),
+}
+
+/// One streaming pass over `doc`: what it found of each plan's section (every section is
+/// [`Found::NotAnObject`] when the top level is not an object).
+fn pass(doc: &[u8], plans: &[Plan<'_>]) -> Result<Vec<Found>, serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_slice(doc);
+    let root = Shape(RootObject { plans }).deserialize(&mut de)?;
+    de.end()?;
+    Ok(match root {
+        Shaped::Object(found) => found,
+        Shaped::Other(_) => plans.iter().map(|_| Found::NotAnObject).collect(),
+    })
+}
+
+/// The caller's results, in the order of its wants.
+fn results(found: Vec<Found>, plans: Vec<Plan<'_>>, wants: usize) -> Vec<Result<Got, ParseError>> {
+    let mut out: Vec<Option<Result<Got, ParseError>>> = (0..wants).map(|_| None).collect();
+    for (plan, found) in plans.into_iter().zip(found) {
+        match found {
+            Found::NotAnObject => {
+                for o in &plan.outputs {
+                    out[o.want] = Some(Err(ParseError::NotAnObject));
+                }
+            }
+            Found::Absent => {
+                for o in &plan.outputs {
+                    out[o.want] = Some(Ok(match o.what {
+                        OutputKind::Metrics { .. } => Got::Metrics(Metrics::default()),
+                        OutputKind::Names { .. } => Got::Names(Vec::new()),
+                    }));
+                }
+            }
+            Found::Read(gots) => {
+                for (o, got) in plan.outputs.iter().zip(gots) {
+                    out[o.want] = Some(Ok(got));
+                }
+            }
+        }
+    }
+    out.into_iter()
+        .map(|r| r.expect("every want has a plan"))
+        .collect()
+}
+
+/// A JSON value read as an object by an [`ObjectVisitor`], or anything else as a [`Scalar`].
+enum Shaped<T> {
+    Object(T),
+    Other(Scalar),
+}
+
+/// Reads the entries of a JSON object (all of them, or the map access fails).
+trait ObjectVisitor<'de> {
+    type Out;
+    fn visit_object<A: MapAccess<'de>>(self, map: A) -> Result<Self::Out, A::Error>;
+}
+
+/// Seed and visitor for one JSON value: objects go to the [`ObjectVisitor`], other values
+/// become a [`Scalar`] (arrays skipped as [`IgnoredAny`]). Numbers arrive as serde_json's
+/// `Value` receives them, so they format the same.
+struct Shape<V>(V);
+
+impl<'de, V: ObjectVisitor<'de>> DeserializeSeed<'de> for Shape<V> {
+    type Value = Shaped<V::Out>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de, V: ObjectVisitor<'de>> Visitor<'de> for Shape<V> {
+    type Value = Shaped<V::Out>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(Shaped::Other(Scalar::Bool(v)))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(Shaped::Other(Scalar::Number(v.into())))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(Shaped::Other(Scalar::Number(v.into())))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        // serde_json never gives a non-finite float; `Value` would make it null, as here.
+        Ok(Shaped::Other(
+            Number::from_f64(v).map_or(Scalar::Null, Scalar::Number),
+        ))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Shaped::Other(Scalar::Str(v.to_owned())))
+    }
+
+    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Shaped::Other(Scalar::Str(v)))
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Shaped::Other(Scalar::Null))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Shaped::Other(Scalar::Array))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        self.0.visit_object(map).map(Shaped::Object)
+    }
+}
+
+/// Skips an object's entries.
+struct SkipObject;
+
+impl<'de> ObjectVisitor<'de> for SkipObject {
+    type Out = ();
+
+    fn visit_object<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(())
+    }
+}
+
+/// A map key, matched without allocating: the index the closure finds for it, if any.
+struct KeyIndex<F>(F);
+
+impl<'de, F: FnOnce(&str) -> Option<usize>> DeserializeSeed<'de> for KeyIndex<F> {
+    type Value = Option<usize>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de, F: FnOnce(&str) -> Option<usize>> Visitor<'de> for KeyIndex<F> {
+    type Value = Option<usize>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string key")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok((self.0)(v))
+    }
+}
+
+/// The top-level object: the planned sections are read, all else skipped.
+struct RootObject<'p, 's> {
+    plans: &'p [Plan<'s>],
+}
+
+impl<'de> ObjectVisitor<'de> for RootObject<'_, '_> {
+    type Out = Vec<Found>;
+
+    fn visit_object<A: MapAccess<'de>>(self, mut map: A) -> Result<Vec<Found>, A::Error> {
+        let plans = self.plans;
+        let mut found: Vec<Found> = plans.iter().map(|_| Found::Absent).collect();
+        while let Some(key) = map.next_key_seed(KeyIndex(|k: &str| {
+            plans.iter().position(|p| p.kind.section() == k)
+        }))? {
+            let Some(i) = key else {
+                map.next_value::<IgnoredAny>()?;
+                continue;
+            };
+            found[i] = match map.next_value_seed(Shape(SectionObject { plan: &plans[i] }))? {
+                Shaped::Object(got) => Found::Read(got),
+                Shaped::Other(Scalar::Null) => Found::Absent,
+                Shaped::Other(_) => Found::NotAnObject,
+            };
+        }
+        Ok(found)
+    }
+}
+
+/// One planned section: every entry is recorded for each of the plan's outputs.
+struct SectionObject<'p, 's> {
+    plan: &'p Plan<'s>,
+}
+
+/// The entries of a section recorded for one output, in document order.
+enum Records {
+    Metrics(Vec<MetricRecord>),
+    /// Each name, and whether it is [`discoverable`].
+    Names(Vec<(String, bool)>),
+}
+
+/// One entry for a metrics output: its statistics (`None` when it is not an object) and
+/// what was skipped of it.
+struct MetricRecord {
+    name: String,
+    stats: Option<Vec<Stat>>,
+    skipped: Vec<Skipped>,
+}
+
+impl<'de> ObjectVisitor<'de> for SectionObject<'_, '_> {
+    type Out = Vec<Got>;
+
+    fn visit_object<A: MapAccess<'de>>(self, mut map: A) -> Result<Vec<Got>, A::Error> {
+        let plan = self.plan;
+        let mut values: Vec<Option<Scalar>> = plan.fields.iter().map(|_| None).collect();
+        let mut records: Vec<Records> = plan
+            .outputs
+            .iter()
+            .map(|o| match o.what {
+                OutputKind::Metrics { .. } => Records::Metrics(Vec::new()),
+                OutputKind::Names { .. } => Records::Names(Vec::new()),
+            })
+            .collect();
+        while let Some(mut name) = map.next_key::<String>()? {
+            values.iter_mut().for_each(|v| *v = None);
+            let entry = map.next_value_seed(Shape(EntryObject {
+                fields: &plan.fields,
+                values: &mut values,
+            }))?;
+            let n = plan.outputs.len();
+            for (i, (output, records)) in plan.outputs.iter().zip(&mut records).enumerate() {
+                let name = if i + 1 < n {
+                    name.clone()
+                } else {
+                    std::mem::take(&mut name)
+                };
+                record(plan.kind, output, name, &entry, &values, records);
+            }
+        }
+        Ok(records.into_iter().map(finish).collect())
+    }
+}
+
+/// One section entry: the planned fields are kept in `values` (a later duplicate field
+/// replaces an earlier one), all others skipped.
+struct EntryObject<'p, 's> {
+    fields: &'p [&'s str],
+    values: &'p mut [Option<Scalar>],
+}
+
+impl<'de> ObjectVisitor<'de> for EntryObject<'_, '_> {
+    type Out = ();
+
+    fn visit_object<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let EntryObject { fields, values } = self;
+        if fields.is_empty() {
+            return SkipObject.visit_object(map);
+        }
+        while let Some(slot) =
+            map.next_key_seed(KeyIndex(|k: &str| fields.iter().position(|f| *f == k)))?
+        {
+            match slot {
+                Some(i) => {
+                    values[i] = Some(match map.next_value_seed(Shape(SkipObject))? {
+                        Shaped::Object(()) => Scalar::Object,
+                        Shaped::Other(v) => v,
+                    })
+                }
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Records one entry (`entry` is `Object` when it is one, its fields then in `values`).
+fn record(
+    kind: Kind,
+    output: &Output<'_>,
+    name: String,
+    entry: &Shaped<()>,
+    values: &[Option<Scalar>],
+    records: &mut Records,
+) {
+    match (&output.what, records) {
+        (OutputKind::Names { value_slot }, Records::Names(names)) => {
+            let value = value_slot.and_then(|i| values[i].as_ref());
+            let keep = discoverable(kind, matches!(entry, Shaped::Object(())), value);
+            names.push((name, keep));
+        }
+        (OutputKind::Metrics { stats, slots }, Records::Metrics(metrics)) => {
+            let mut skipped = Vec::new();
+            let stats = match entry {
+                Shaped::Other(v) => {
+                    skipped.push(Skipped {
+                        metric: name.clone(),
+                        stat: "*".to_string(),
+                        reason: format!("not an object: {}", describe(v)),
+                    });
+                    None
+                }
+                Shaped::Object(()) => {
+                    let mut out = Vec::with_capacity(stats.len());
+                    for (&stat, &slot) in stats.iter().zip(slots) {
+                        match &values[slot] {
+                            None => {}
+                            Some(Scalar::Number(n)) => out.push(Stat {
+                                name: stat.to_string(),
+                                value: n.to_string(),
+                            }),
+                            Some(other) => skipped.push(Skipped {
+                                metric: name.clone(),
+                                stat: stat.to_string(),
+                                reason: format!("not a number: {}", describe(other)),
+                            }),
+                        }
+                    }
+                    Some(out)
+                }
+            };
+            metrics.push(MetricRecord {
+                name,
+                stats,
+                skipped,
+            });
+        }
+        _ => unreachable!("records are made for their output"),
+    }
+}
+
+/// An output's result from its records: sorted by name, the last entry of each name.
+fn finish(records: Records) -> Got {
+    match records {
+        Records::Metrics(mut records) => {
+            last_of_each_name(&mut records, |r| &r.name);
+            let mut out = Metrics {
+                metrics: Vec::with_capacity(records.len()),
+                skipped: Vec::new(),
+            };
+            for r in records {
+                out.skipped.extend(r.skipped);
+                if let Some(stats) = r.stats {
+                    out.metrics.push(Metric {
+                        name: r.name,
+                        stats,
+                    });
+                }
+            }
+            Got::Metrics(out)
+        }
+        Records::Names(mut names) => {
+            last_of_each_name(&mut names, |r| &r.0);
+            Got::Names(names.into_iter().filter(|r| r.1).map(|r| r.0).collect())
+        }
+    }
+}
+
+/// Sorts `records` by name (byte order, stable) and keeps only the last of each name, as
+/// inserting them one by one into a map would.
+fn last_of_each_name<T>(records: &mut Vec<T>, name: impl Fn(&T) -> &str) {
+    records.sort_by(|a, b| name(a).cmp(name(b)));
+    // `dedup_by` removes the later of two equal neighbours; swapping first keeps its content.
+    records.dedup_by(|later, kept| {
+        let same = name(later) == name(kept);
+        if same {
+            std::mem::swap(later, kept);
+        }
+        same
+    });
 }
 
 /// A replacement made by [`replace_non_finite`]: on `line`, text ending at `end_column`
@@ -603,5 +1026,387 @@ mod tests {
             doc.len() / 1024,
             start.elapsed() / runs
         );
+    }
+
+    /// The reader this module had before it streamed: the whole document into serde_json's
+    /// `Value` tree, then the section's `Map`. Kept as the oracle for the streaming pass.
+    mod tree {
+        use serde_json::{Map, Value};
+
+        use super::super::{json_error, replace_non_finite, ParseError};
+        use crate::metrics::{Kind, Metric, Metrics, Skipped, Stat};
+
+        fn parse_json(doc: &[u8]) -> Result<Value, ParseError> {
+            let strict = match serde_json::from_slice::<Value>(doc) {
+                Ok(v) => return Ok(v),
+                Err(e) => e,
+            };
+            let Some((patched, edits)) = replace_non_finite(doc) else {
+                return Err(json_error(&strict, &[]));
+            };
+            serde_json::from_slice::<Value>(&patched).map_err(|e| json_error(&e, &edits))
+        }
+
+        fn section(root: &Value, kind: Kind) -> Result<Option<&Map<String, Value>>, ParseError> {
+            let Value::Object(root) = root else {
+                return Err(ParseError::NotAnObject);
+            };
+            match root.get(kind.section()) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::Object(section)) => Ok(Some(section)),
+                Some(_) => Err(ParseError::NotAnObject),
+            }
+        }
+
+        fn describe(v: &Value) -> String {
+            const MAX: usize = 40;
+            match v {
+                Value::String(s) if s.chars().count() > MAX => {
+                    let cut: String = s.chars().take(MAX).collect();
+                    format!("{:?}…", cut)
+                }
+                Value::String(s) => format!("{s:?}"),
+                Value::Null => "null".to_string(),
+                Value::Bool(b) => b.to_string(),
+                Value::Number(n) => n.to_string(),
+                Value::Array(_) => "array".to_string(),
+                Value::Object(_) => "object".to_string(),
+            }
+        }
+
+        fn discoverable(kind: Kind, entry: &Value) -> bool {
+            let Value::Object(fields) = entry else {
+                return false;
+            };
+            if kind != Kind::Gauges {
+                return true;
+            }
+            match fields.get("value") {
+                Some(Value::Number(_) | Value::Null) => true,
+                Some(Value::String(s)) => matches!(s.as_str(), "NaN" | "Infinity" | "-Infinity"),
+                _ => false,
+            }
+        }
+
+        pub fn parse(doc: &[u8], kind: Kind, stats: &[&str]) -> Result<Metrics, ParseError> {
+            let root = parse_json(doc)?;
+            let Some(section) = section(&root, kind)? else {
+                return Ok(Metrics::default());
+            };
+            let stats = if kind.single_valued() {
+                kind.all_stats()
+            } else {
+                stats
+            };
+            let mut out = Metrics::default();
+            for (name, entry) in section {
+                let Value::Object(fields) = entry else {
+                    out.skipped.push(Skipped {
+                        metric: name.clone(),
+                        stat: "*".to_string(),
+                        reason: format!("not an object: {}", describe(entry)),
+                    });
+                    continue;
+                };
+                let mut metric = Metric {
+                    name: name.clone(),
+                    stats: Vec::new(),
+                };
+                for &stat in stats {
+                    match fields.get(stat) {
+                        None => {}
+                        Some(Value::Number(n)) => metric.stats.push(Stat {
+                            name: stat.to_string(),
+                            value: n.to_string(),
+                        }),
+                        Some(other) => out.skipped.push(Skipped {
+                            metric: name.clone(),
+                            stat: stat.to_string(),
+                            reason: format!("not a number: {}", describe(other)),
+                        }),
+                    }
+                }
+                out.metrics.push(metric);
+            }
+            Ok(out)
+        }
+
+        pub fn names(doc: &[u8], kind: Kind) -> Result<Vec<String>, ParseError> {
+            let root = parse_json(doc)?;
+            Ok(section(&root, kind)?
+                .map(|section| {
+                    section
+                        .iter()
+                        .filter(|(_, entry)| discoverable(kind, entry))
+                        .map(|(name, _)| name.clone())
+                        .collect()
+                })
+                .unwrap_or_default())
+        }
+    }
+
+    /// Documents for the comparisons with the tree reader: the samples, duplicates, odd shapes.
+    fn oracle_documents() -> Vec<Vec<u8>> {
+        let mut docs: Vec<Vec<u8>> = [
+            SAMPLE,
+            r#"{"gauges":{"a":{"value":NaN},"b":{"value":-Infinity},"c":{"value":Infinity},
+                "d":{"value":"keep NaN \"Infinity\" \\"},"e":{"value":1.5}}}"#,
+            // Unsorted and duplicate names: sorted, the last entry of a name counts.
+            r#"{"timers":{"z":{"count":1},"b":{"count":2,"max":"x"},"a":{"count":3},
+                "b":{"count":4,"max":5.5,"count":6},"a":7},
+                "gauges":{"g":{"value":"1.0"},"h":{"value":1},"g":{"value":null},"h":{"value":[]}}}"#,
+            // Duplicate sections: the last occurrence counts.
+            r#"{"timers":{"a":{"count":1}},"timers":{"b":{"count":2}}}"#,
+            r#"{"timers":[],"timers":{"b":{"count":2}}}"#,
+            r#"{"timers":{"b":{"count":2}},"timers":[1,{"x":2}]}"#,
+            r#"{"timers":{"b":{"count":2}},"timers":null}"#,
+            // Values of every shape where numbers are expected, and escaped names.
+            r#"{"counters":{"c\"1":{"count":true},"c\\2":{"count":{"n":1}},"c\u00e93":{"count":-0},
+                "c4":{"count":-12},"c5":{"count":1e-7},"c6":{"count":123456789012345678901234},
+                "c7":{"count":"Infinity"},"c8":"text","c9":null,"c10":[1],"c11":false,"c12":1.5e300,
+                "c13":{"count":"a string of more than forty characters, to be cut short"}},
+                "meters":{"m":{"count":1,"units":"events/second","m1_rate":-1.25E+2}},
+                "histograms":{"h":{"count":0,"p50":[],"min":{},"max":null}}}"#,
+            "[]",
+            "42",
+            "null",
+            r#""timers""#,
+            r#"{"timers":"x"}"#,
+            "{}",
+            "{\"version\":\"4.0.0\",\"gauges\":{},\"odd\":[1,[2,{\"timers\":{\"a\":{}}}]]}",
+        ]
+        .iter()
+        .map(|d| d.as_bytes().to_vec())
+        .collect();
+        docs.push(big_timer_doc(50));
+        docs
+    }
+
+    /// Every way of asking, for one document: each kind with several stat lists, and names.
+    fn compare_with_tree(doc: &[u8]) {
+        let shown = String::from_utf8_lossy(doc);
+        for kind in Kind::ALL {
+            for stats in [
+                kind.all_stats(),
+                kind.default_stats(),
+                &[
+                    "p95",
+                    "count",
+                    "count",
+                    "nonexistent",
+                    "units",
+                    "max",
+                    "min",
+                    "p50",
+                ][..],
+                &[],
+            ] {
+                assert_eq!(
+                    parse(doc, kind, stats),
+                    tree::parse(doc, kind, stats),
+                    "{kind} {stats:?} of {shown}"
+                );
+            }
+            assert_eq!(
+                names(doc, kind),
+                tree::names(doc, kind),
+                "{kind} names of {shown}"
+            );
+        }
+        // One pass for all kinds gives what one pass per kind gives.
+        let wanted: Vec<(Kind, &[&str])> = Kind::ALL.iter().map(|&k| (k, k.all_stats())).collect();
+        match parse_kinds(doc, &wanted) {
+            Ok(all) => {
+                for ((kind, stats), got) in wanted.iter().zip(all) {
+                    assert_eq!(got, tree::parse(doc, *kind, stats), "{kind} of {shown}");
+                }
+            }
+            Err(e) => assert_eq!(Err(e), tree::parse(doc, Kind::Timers, &[]), "{shown}"),
+        }
+    }
+
+    #[test]
+    fn streaming_gives_what_the_tree_reader_gave() {
+        for doc in oracle_documents() {
+            compare_with_tree(&doc);
+        }
+    }
+
+    #[test]
+    fn duplicates_keep_the_last_entry_and_section() {
+        let doc = br#"{"timers":{"b":{"count":2,"max":"x"},"a":{"count":3},
+            "b":{"count":4,"max":5.5}},
+            "gauges":{"g":{"value":"1.0"},"g":{"value":null},"h":{"value":1},"h":{"value":[]}}}"#;
+        let m = parse(doc, Kind::Timers, &["count", "max"]).unwrap();
+        assert_eq!(m.metrics.len(), 2);
+        assert_eq!(m.metrics[0].name, "a");
+        assert_eq!(stat_map(&m.metrics[1]), [("count", "4"), ("max", "5.5")]);
+        assert!(
+            m.skipped.is_empty(),
+            "the first \"b\" is forgotten: {:?}",
+            m.skipped
+        );
+        assert_eq!(names(doc, Kind::Gauges).unwrap(), ["g"]);
+        let doc = br#"{"timers":{"a":{"count":1}},"timers":{"b":{"count":2}}}"#;
+        assert_eq!(names(doc, Kind::Timers).unwrap(), ["b"]);
+        let doc = br#"{"timers":{"a":{"count":1}},"timers":[]}"#;
+        assert_eq!(names(doc, Kind::Timers), Err(ParseError::NotAnObject));
+    }
+
+    #[test]
+    fn one_pass_serves_several_kinds() {
+        let got = parse_kinds(
+            SAMPLE.as_bytes(),
+            &[
+                (Kind::Timers, &["count"]),
+                (Kind::Counters, &[]),
+                (Kind::Timers, &["p95", "count"]),
+            ],
+        )
+        .unwrap();
+        assert_eq!(got.len(), 3);
+        let timers = got[0].as_ref().unwrap();
+        assert_eq!(stat_map(&timers.metrics[0]), [("count", "3120")]);
+        assert_eq!(got[1].as_ref().unwrap().metrics.len(), 2);
+        let timers = got[2].as_ref().unwrap();
+        assert_eq!(
+            stat_map(&timers.metrics[0]),
+            [("p95", "140.25"), ("count", "3120")]
+        );
+        // A section that is not an object fails its kind only; invalid JSON fails the call.
+        let got = parse_kinds(
+            br#"{"timers":[],"counters":{"c":{"count":1}}}"#,
+            &[(Kind::Timers, &[]), (Kind::Counters, &[])],
+        )
+        .unwrap();
+        assert_eq!(got[0], Err(ParseError::NotAnObject));
+        assert_eq!(got[1].as_ref().unwrap().metrics.len(), 1);
+        assert!(parse_kinds(b"{", &[(Kind::Timers, &[])]).is_err());
+    }
+
+    /// The byte offset serde_json's (line, column) stands for: column counts the bytes of the
+    /// line before the error.
+    fn offset(doc: &[u8], line: usize, column: usize) -> usize {
+        let start = doc
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| **b == b'\n')
+            .nth(line.wrapping_sub(2))
+            .map_or(0, |(i, _)| i + 1);
+        if line == 1 {
+            column
+        } else {
+            start + column
+        }
+    }
+
+    /// Whether the streaming pass failed as the tree reader did. They differ only inside
+    /// content the pass skips, where serde_json's `IgnoredAny` names some errors differently
+    /// and stops at a control character in a string where `Value` stops just after it.
+    fn same_failure(doc: &[u8], stream: &ParseError, tree: &ParseError) -> bool {
+        const RENAMED: [(&str, &str); 4] = [
+            ("EOF while parsing a value", "EOF while parsing an object"),
+            ("EOF while parsing a value", "invalid number"),
+            ("trailing comma", "expected value"),
+            ("trailing comma", "key must be a string"),
+        ];
+        let (
+            ParseError::Json {
+                line,
+                column,
+                message,
+            },
+            ParseError::Json {
+                line: l,
+                column: c,
+                message: m,
+            },
+        ) = (stream, tree)
+        else {
+            return stream == tree;
+        };
+        let (s, t) = (offset(doc, *line, *column), offset(doc, *l, *c));
+        (s == t || (t == s + 1 && doc[s] < 0x20))
+            && (message == m || RENAMED.contains(&(m.as_str(), message.as_str())))
+    }
+
+    /// Whether the tree reader refused `doc` for a number out of f64 range, which the
+    /// streaming pass does not notice where it skips the number (it then reads on: to the end,
+    /// or to a later error).
+    fn out_of_range(tree: &Result<impl fmt::Debug, ParseError>) -> bool {
+        matches!(tree, Err(ParseError::Json { message, .. }) if message == "number out of range")
+    }
+
+    #[test]
+    fn broken_documents_fail_where_the_tree_reader_failed() {
+        let (mut checked, mut renamed) = (0, 0);
+        for doc in oracle_documents().iter().take(3) {
+            let mut variants: Vec<Vec<u8>> = (0..doc.len()).map(|n| doc[..n].to_vec()).collect();
+            // Four of these bytes in turn at each position.
+            let bytes = b",}]\"x1{[:.e\\";
+            for i in 0..doc.len() {
+                for k in 0..4 {
+                    let mut d = doc.clone();
+                    d[i] = bytes[(i + 3 * k) % bytes.len()];
+                    variants.push(d);
+                }
+            }
+            for (n, d) in variants.iter().enumerate() {
+                let shown = String::from_utf8_lossy(d);
+                // Every kind for the truncations; one kind in turn for the replacements.
+                let kinds = if n < doc.len() {
+                    &Kind::ALL[..]
+                } else {
+                    &Kind::ALL[n % 5..][..1]
+                };
+                for &kind in kinds {
+                    let stats = kind.all_stats();
+                    let (stream, tree) = (parse(d, kind, stats), tree::parse(d, kind, stats));
+                    match (&stream, &tree) {
+                        _ if out_of_range(&tree) => {}
+                        (Err(s), Err(t)) => {
+                            assert!(same_failure(d, s, t), "{s:?} vs {t:?} on {shown}");
+                            renamed += usize::from(s != t);
+                        }
+                        _ => assert_eq!(stream, tree, "{kind} of {shown}"),
+                    }
+                    let (stream, tree) = (names(d, kind), tree::names(d, kind));
+                    match (&stream, &tree) {
+                        _ if out_of_range(&tree) => {}
+                        (Err(s), Err(t)) => assert!(same_failure(d, s, t), "{s:?} vs {t:?}"),
+                        _ => assert_eq!(stream, tree, "{kind} names of {shown}"),
+                    }
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 5_000, "{checked}");
+        assert!(renamed < checked / 10, "{renamed} of {checked}");
+    }
+
+    #[test]
+    fn skipped_content_is_checked_for_syntax_only() {
+        // The tree reader refused these; content that is never read no longer matters.
+        for doc in [
+            &br#"{"version":1e400,"timers":{"a":{"count":1}}}"#[..],
+            b"{\"version\":\"\xff\",\"timers\":{\"a\":{\"count\":1}}}",
+            br#"{"version":"\ud800","timers":{"a":{"count":1}}}"#,
+            br#"{"timers":{"a":{"count":1,"p50":1e400}}}"#,
+        ] {
+            assert!(tree::parse(doc, Kind::Timers, &["count"]).is_err());
+            assert_eq!(names(doc, Kind::Timers).unwrap(), ["a"]);
+            assert_eq!(
+                stat_map(&parse(doc, Kind::Timers, &["count"]).unwrap().metrics[0]),
+                [("count", "1")]
+            );
+        }
+        // What is read is checked as before.
+        assert!(parse(
+            br#"{"timers":{"a":{"count":1e400}}}"#,
+            Kind::Timers,
+            &["count"]
+        )
+        .is_err());
+        assert!(parse(b"{\"timers\":{\"\xff\":{}}}", Kind::Timers, &["count"]).is_err());
     }
 }
