@@ -77,7 +77,14 @@ pub fn run(cli: &Cli, started: Instant) -> anyhow::Result<()> {
     let stats = cli.kind.all_stats();
     let mut kept = Vec::with_capacity(names.len());
     for name in &names {
-        match stats
+        // A key can only fail for a name with a backslash (a quoted parameter cannot end
+        // with one) or a very long name; any other name renders like the first statistic.
+        let check = if name.contains('\\') || name.len() > 512 {
+            stats
+        } else {
+            &stats[..1]
+        };
+        match check
             .iter()
             .try_for_each(|s| template.render(name, Some(s)).map(drop))
         {

@@ -1,22 +1,32 @@
 //! Low-level discovery documents: the JSON a discovery rule receives, one row per metric.
 
-use serde_json::{Map, Value};
-
 /// The LLD document `{"data":[{"{#TIMER}":"a"},…]}` with one row per name, in the given order.
-/// The `{"data":[…]}` form is accepted by every Zabbix since 2.0; values are escaped by
-/// serde_json. The macro is not checked here: see [`is_valid_macro`].
+/// The `{"data":[…]}` form is accepted by every Zabbix since 2.0; strings are escaped by
+/// serde_json, written straight into the output (no intermediate JSON tree). The macro is not
+/// checked here: see [`is_valid_macro`].
 pub fn document<'a>(lld_macro: &str, names: impl IntoIterator<Item = &'a str>) -> String {
-    let rows: Vec<Value> = names
-        .into_iter()
-        .map(|name| {
-            let mut row = Map::with_capacity(1);
-            row.insert(lld_macro.to_string(), Value::String(name.to_string()));
-            Value::Object(row)
-        })
-        .collect();
-    let mut doc = Map::with_capacity(1);
-    doc.insert("data".to_string(), Value::Array(rows));
-    Value::Object(doc).to_string()
+    let mut macro_json = Vec::with_capacity(lld_macro.len() + 2);
+    json_string(&mut macro_json, lld_macro);
+    let mut out = Vec::with_capacity(64);
+    out.extend_from_slice(b"{\"data\":[");
+    for (i, name) in names.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.push(b'{');
+        out.extend_from_slice(&macro_json);
+        out.push(b':');
+        json_string(&mut out, name);
+        out.push(b'}');
+    }
+    out.extend_from_slice(b"]}");
+    // Only JSON punctuation and serde_json-escaped UTF-8 strings were written.
+    String::from_utf8(out).unwrap_or_default()
+}
+
+fn json_string(out: &mut Vec<u8>, s: &str) {
+    // Writing into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
 }
 
 /// True when `m` is a name Zabbix accepts for an LLD macro: `{#` + one or more of
@@ -61,7 +71,7 @@ mod tests {
         assert!(doc.contains(r#""tab\tnew\nline""#), "{doc}");
         assert!(doc.contains("\"ünï代码\""), "{doc}");
         assert!(doc.contains(r#""\u0001""#), "{doc}");
-        let parsed: Value = serde_json::from_str(&doc).unwrap();
+        let parsed: serde_json::Value = serde_json::from_str(&doc).unwrap();
         let rows = parsed["data"].as_array().unwrap();
         assert_eq!(rows.len(), names.len());
         for (row, name) in rows.iter().zip(names) {
