@@ -320,6 +320,13 @@ fn load_scales_the_service_up_and_back_down_through_zabbix() {
     });
     let up = wait_scale_event(&project, 2);
     assert_eq!(up["from"], 1, "{up}");
+    // concierge-scale --zabbix-item pushed the new count to the service host.
+    wait_for("service.scale.target = 2", SETTLE, || {
+        match last_value(&lab, &service_hostid, "service.scale.target")? {
+            Some(v) if v == "2" => Ok(Some(())),
+            other => bail!("last value {other:?}"),
+        }
+    });
     let up_done = Instant::now();
 
     // Low load: back to one, but not before the cooldown since the scale-up has passed.
