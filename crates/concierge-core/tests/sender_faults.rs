@@ -274,3 +274,25 @@ fn a_trickling_peer_cannot_stretch_the_deadline() {
     assert_eq!(failure_of(r), Failure::DeadlineExceeded);
     let _ = TcpStream::connect(("127.0.0.1", port));
 }
+
+#[test]
+fn the_source_address_is_bound_before_connecting() {
+    // The whole of 127.0.0.0/8 is loopback on Linux: connect from 127.0.0.2 and look at the
+    // peer address the listener sees (the agent's SourceIP).
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let peer = thread::spawn(move || {
+        let (mut s, addr) = listener.accept().unwrap();
+        let _ = frame::read_frame(&mut s, 1 << 20);
+        let _ = s.write_all(&frame::encode(OK, false).unwrap());
+        addr.ip()
+    });
+    let mut opts = SenderOptions::default();
+    opts.connect.source_ip = Some("127.0.0.2".parse().unwrap());
+    let d = Deadline::after(Duration::from_secs(3));
+    let r = sender::send(&dest(&format!("127.0.0.1:{port}")), &values(3), &d, &opts)
+        .unwrap()
+        .into_result();
+    assert_eq!(r.unwrap().processed, 3);
+    assert_eq!(peer.join().unwrap().to_string(), "127.0.0.2");
+}
