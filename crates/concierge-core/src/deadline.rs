@@ -50,11 +50,6 @@ impl Deadline {
         self.end - self.start
     }
 
-    /// The instant the deadline falls on.
-    pub fn end(&self) -> Instant {
-        self.end
-    }
-
     /// The remaining time as a socket timeout: `None` means "already expired", because std
     /// rejects a zero timeout rather than treating it as "no time left".
     pub fn socket_timeout(&self) -> Option<Duration> {
@@ -104,11 +99,6 @@ impl Backoff {
     /// Forget past failures (after a success).
     pub fn reset(&mut self) {
         self.attempt = 0;
-    }
-
-    /// Number of delays handed out since the last reset.
-    pub fn attempts(&self) -> u32 {
-        self.attempt
     }
 }
 

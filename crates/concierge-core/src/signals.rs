@@ -66,17 +66,6 @@ impl Signals {
             Some(Signal::Stop(sig))
         }
     }
-
-    /// Take a stop signal that is already pending, without waiting.
-    pub fn pending_stop(&self) -> Option<Signal> {
-        match self.wait(Duration::ZERO) {
-            Some(Signal::Child) => {
-                reap_children();
-                self.pending_stop()
-            }
-            other => other,
-        }
-    }
 }
 
 /// Reap every exited child without blocking. As PID 1 these include orphans re-parented to us,
@@ -92,11 +81,6 @@ pub fn reap_children() -> usize {
         }
         reaped += 1;
     }
-}
-
-/// True when this process is PID 1 (the init of a container).
-pub fn is_init() -> bool {
-    std::process::id() == 1
 }
 
 #[cfg(test)]
@@ -119,6 +103,6 @@ mod tests {
             s.wait(Duration::from_secs(5)),
             Some(Signal::Stop(libc::SIGTERM))
         );
-        assert_eq!(s.pending_stop(), None);
+        assert_eq!(s.wait(Duration::ZERO), None);
     }
 }

@@ -26,11 +26,6 @@ impl Schedule {
         let k = u32::try_from(k).unwrap_or(u32::MAX);
         self.start + self.period * k
     }
-
-    /// The cadence.
-    pub fn period(&self) -> Duration {
-        self.period
-    }
 }
 
 #[cfg(test)]
