@@ -105,4 +105,22 @@ mod tests {
         );
         assert_eq!(s.wait(Duration::ZERO), None);
     }
+
+    #[test]
+    fn exited_children_are_reaped() {
+        // No other test in this crate starts processes, so waitpid(-1) only sees this one.
+        let child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id() as libc::pid_t;
+        std::mem::forget(child);
+        let t = Instant::now();
+        let mut reaped = 0;
+        while reaped == 0 && t.elapsed() < Duration::from_secs(5) {
+            reaped = reap_children();
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(reaped, 1);
+        // SAFETY: kill with signal 0 only checks whether the pid still exists.
+        let gone = unsafe { libc::kill(pid, 0) } != 0;
+        assert!(gone, "the zombie of {pid} is still there");
+    }
 }
