@@ -1,110 +1,37 @@
 //! The agent path, end to end: a real zabbix_agentd with the shipped UserParameter file runs
 //! concierge-discover and concierge-courier for a host linked to the "Concierge app" template;
-//! the items are discovered and values arrive; a slow endpoint fires SLOW and a stopped one
-//! fires FAILED with the documented code (-1).
+//! the items are discovered and values arrive (no "delivery failed" before discovery made the
+//! items); a slow endpoint fires "delivery is slow" and a stopped one "delivery failed" with the
+//! documented code (-1) in the status item, while the delivery time item never holds a code. Each lab version is tested with its own agent,
+//! and the 7.0 server also with a 6.0 agent (real fleets mix them). When the test ends, the
+//! agent and every process it forked are gone.
 
-mod support;
-
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use concierge_testkit::*;
 use serde_json::json;
-use support::*;
 
 const APP_TEMPLATE: &str = "Concierge app";
 const COURIER_SLOW: f64 = 1.5;
+/// The test agent's Timeout: the courier's deadline is half a second less.
+const AGENT_TIMEOUT: u32 = 10;
+/// How long the slow endpoint takes: more than 7.0's default item timeout (3 s), so on 7.0 the
+/// courier only gets to deliver because the template gives its item a timeout of its own.
+const SLOW_ANSWER: Duration = Duration::from_secs(4);
 /// The courier item's key as item.get shows it: as the template wrote it, macros unexpanded.
 const COURIER_KEY: &str = "concierge.courier[all,{$METRICS_URL},{HOST.HOST}]";
-
-/// A zabbix_agentd of the test's own (active checks only, no listening port), stopped on drop.
-struct Agent {
-    child: Child,
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The shipped UserParameter file with its three installation paths pointed at this
-/// checkout's binaries, the test's agent config and a log in `dir`. Fails if the shipped file
-/// no longer has the shape the replacements expect.
-fn userparameters(dir: &Path, agent_conf: &Path, tool_log: &Path) -> String {
-    let shipped =
-        std::fs::read_to_string(repo_root().join("zabbix-templates/userparameter_concierge.conf"))
-            .expect("shipped UserParameter file");
-    let bin_dir = bin("concierge-courier")
-        .parent()
-        .expect("target dir")
-        .to_path_buf();
-    let mut text = shipped.clone();
-    for (from, to) in [
-        ("/usr/local/bin/", format!("{}/", bin_dir.display())),
-        (
-            "/etc/zabbix/zabbix_agentd.conf",
-            agent_conf.display().to_string(),
-        ),
-        (
-            "/var/log/zabbix-agent/concierge.log",
-            tool_log.display().to_string(),
-        ),
-    ] {
-        assert!(
-            text.contains(from),
-            "the shipped UserParameter file no longer mentions {from}"
-        );
-        text = text.replace(from, &to);
-    }
-    let lines: Vec<&str> = text
-        .lines()
-        .filter(|l| l.starts_with("UserParameter="))
-        .collect();
-    assert_eq!(lines.len(), 2, "{shipped}");
-    let path = dir.join("userparameter_concierge.conf");
-    std::fs::write(&path, &text).expect("write UserParameter file");
-    path.display().to_string()
-}
-
-fn start_agent(host: &str) -> Agent {
-    let dir = std::env::temp_dir().join(format!("concierge-agent-{host}"));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("agent dir");
-    let conf = dir.join("zabbix_agentd.conf");
-    let log = dir.join("zabbix_agentd.log");
-    let tool_log = dir.join("concierge.log");
-    let include = userparameters(&dir, &conf, &tool_log);
-    std::fs::write(
-        &conf,
-        format!(
-            "Hostname={host}\nServerActive=127.0.0.1:10051\nServer=127.0.0.1\nStartAgents=0\n\
-             AllowRoot=1\nTimeout=4\nRefreshActiveChecks=60\nBufferSend=1\n\
-             LogType=file\nLogFile={}\nPidFile={}\nInclude={include}\n",
-            log.display(),
-            dir.join("zabbix_agentd.pid").display(),
-        ),
-    )
-    .expect("agent conf");
-    let child = Command::new("/usr/sbin/zabbix_agentd")
-        .args(["-f", "-c"])
-        .arg(&conf)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start zabbix_agentd (installed by the lab)");
-    note(&format!("agent log: {}", log.display()));
-    Agent { child }
-}
+/// The dependent items that split the courier's output: elapsed seconds, and the status.
+const TIME_KEY: &str = "concierge.courier.time";
+const STATUS_KEY: &str = "concierge.courier.status";
+const FAILED: &str = "Concierge: Courier delivery failed";
 
 fn last_value(lab: &Lab, host: &Host, key: &str, value_type: u8) -> anyhow::Result<Option<f64>> {
     let id = match host.item_id(key) {
         Ok(id) => id,
         Err(_) => return Ok(None),
     };
-    let rows = history(lab, &[id], value_type)?;
+    let rows = lab.history(&[id], value_type)?;
     Ok(rows
         .last()
         .map(|r| r.value.parse::<f64>().unwrap_or(f64::NAN)))
@@ -130,9 +57,8 @@ fn wait_problem(
     })
 }
 
-#[test]
-fn the_agent_runs_discover_and_courier_and_the_triggers_watch_delivery() {
-    let Some(lab) = Lab::get() else { return };
+/// The whole path with `agentd` against `lab`.
+fn agent_path(lab: &Lab, agentd: &Path) {
     lab.import_template_file("concierge_heartbeat.yaml")
         .expect("import heartbeat template");
     lab.import_template_file("concierge_app.yaml")
@@ -156,8 +82,8 @@ fn the_agent_runs_discover_and_courier_and_the_triggers_watch_delivery() {
     let started = Instant::now();
     // The agent asks for its active checks at start and then only every 60 s: start it once
     // the server's configuration cache knows the host (its trapper item takes a value).
-    wait_until_accepted(&name, "concierge.load", "0");
-    let agent = start_agent(&name);
+    lab.wait_until_accepted(&name, "concierge.load", "0");
+    let mut agent = Agent::start(lab, agentd, &name, AGENT_TIMEOUT);
 
     // Discovery: 4 timers x 11, 1 histogram x 10, 1 meter x 5, 2 counters, and 4 gauges (the
     // NaN one is a number that is briefly undefined; the version string is left out).
@@ -185,11 +111,23 @@ fn the_agent_runs_discover_and_courier_and_the_triggers_watch_delivery() {
     );
     let discovered_after = started.elapsed();
 
-    // Delivery: the courier item reports elapsed seconds and the values land in history.
+    // Delivery: the delivery time item gets elapsed seconds and the values land in history.
     let secs = wait_for(
-        "a successful courier run (value > 0)",
+        "a successful courier run (a delivery time)",
         Duration::from_secs(120),
-        || Ok(last_value(&lab, &host, COURIER_KEY, FLOAT)?.filter(|v| *v > 0.0)),
+        || Ok(last_value(lab, &host, TIME_KEY, FLOAT)?.filter(|v| *v > 0.0)),
+    );
+    assert_eq!(
+        last_value(lab, &host, STATUS_KEY, FLOAT).expect("history"),
+        Some(1.0),
+        "status OK"
+    );
+    // The first runs, before discovery had made the items, were partial (-4): no problem.
+    let open = lab.problems(&host.hostid).expect("problem.get");
+    let names: Vec<&str> = open.iter().filter_map(|p| p["name"].as_str()).collect();
+    assert!(
+        !names.iter().any(|n| n.starts_with("Concierge: Courier")),
+        "courier problems before or at the first discovery: {names:?}"
     );
     assert!(secs < COURIER_SLOW, "courier took {secs} s");
     for (key, want) in [
@@ -210,45 +148,83 @@ fn the_agent_runs_discover_and_courier_and_the_triggers_watch_delivery() {
         let got = wait_for(
             &format!("a value for {key}"),
             Duration::from_secs(60),
-            || last_value(&lab, &host, key, vt),
+            || last_value(lab, &host, key, vt),
         );
         assert!(close(got, want), "{key}: got {got}, want {want}");
     }
     let delivered_after = started.elapsed();
 
-    // SLOW: the endpoint answers after 2 s; the courier still delivers (deadline 3.5 s).
-    server.set_delay(Duration::from_secs(2));
+    // SLOW: the endpoint answers after 4 s; the courier still delivers (its deadline is the
+    // agent's Timeout less half a second), and no agent stops it first: a 6.0 agent waits its
+    // Timeout, a 7.0 agent the item's own timeout (the 7.0 template's 30 s, not the global 3 s).
+    server.set_delay(SLOW_ANSWER);
     let slow = wait_problem(
-        &lab,
+        lab,
         &host,
         "the SLOW problem",
         Duration::from_secs(90),
-        |n| n.starts_with("Concierge::courier::metric::collection>"),
+        |n| n.starts_with("Concierge: Courier delivery took "),
     );
-    let slow_secs = last_value(&lab, &host, COURIER_KEY, FLOAT)
+    let slow_secs = last_value(lab, &host, TIME_KEY, FLOAT)
         .expect("history")
         .expect("a courier value");
-    assert!(slow_secs > COURIER_SLOW, "{slow}: {slow_secs}");
+    assert!(
+        slow_secs > SLOW_ANSWER.as_secs_f64() && slow_secs < f64::from(AGENT_TIMEOUT),
+        "{slow}: {slow_secs}"
+    );
     server.set_delay(Duration::ZERO);
 
-    // FAILED: the endpoint is gone; the item value is the documented code -1.
+    // Failed: the endpoint is gone; the status is the documented code -1, and the delivery
+    // time never holds a code (a graph of it plots no -1).
     drop(server);
     let failed = wait_problem(
-        &lab,
+        lab,
         &host,
-        "the FAILED problem",
+        "the \"delivery failed\" problem",
         Duration::from_secs(90),
-        |n| n.contains("FAILED (CODE=-1)"),
+        |n| n.starts_with(FAILED),
     );
-    assert_eq!(
-        last_value(&lab, &host, COURIER_KEY, FLOAT).expect("history"),
-        Some(-1.0),
-        "{failed}"
+    for key in [COURIER_KEY, STATUS_KEY] {
+        assert_eq!(
+            last_value(lab, &host, key, FLOAT).expect("history"),
+            Some(-1.0),
+            "{key}: {failed}"
+        );
+    }
+    let times = lab
+        .history(&[host.item_id(TIME_KEY).expect("time item")], FLOAT)
+        .expect("history");
+    assert!(
+        !times.is_empty()
+            && times
+                .iter()
+                .all(|r| r.value.parse::<f64>().unwrap_or(-1.0) > 0.0),
+        "delivery times: {:?}",
+        times.iter().map(|r| &r.value).collect::<Vec<_>>()
     );
+    // The agent forks a collector, listeners and active checks: all must go with it (left
+    // behind, they would keep asking the server for the deleted host).
+    let stop_took = agent
+        .daemon
+        .stop(Duration::from_secs(15))
+        .unwrap_or_else(|e| panic!("{e}"));
     note(&format!(
-        "agent path: items discovered after {discovered_after:.1?}, values delivered after \
-         {delivered_after:.1?}, SLOW and FAILED fired, total {:.1?}",
+        "agent path on {} with {}: items discovered after {discovered_after:.1?}, values \
+         delivered after {delivered_after:.1?}, slow and failed fired ({failed:?}), total {:.1?}; the agent \
+         and its children stopped in {stop_took:.2?}",
+        lab.api_version(),
+        agentd.display(),
         started.elapsed()
     ));
-    drop(agent);
 }
+
+lab_test!(
+    fn the_agent_runs_discover_and_courier_and_the_triggers_watch_delivery(lab: &Lab) {
+        agent_path(lab, &lab.facts().agentd());
+    }
+);
+
+lab_test!([zabbix_7_0] fn a_6_0_agent_serves_a_7_0_server(lab: &Lab) {
+    let agentd: PathBuf = Facts::of("6.0").expect("6.0 facts").agentd();
+    agent_path(lab, &agentd);
+});

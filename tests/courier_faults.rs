@@ -2,12 +2,10 @@
 //! run. Each test checks the value line (the failure code), the exit status, the single stderr
 //! line and, where a deadline is involved, that the run ended within it.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use support::*;
+use concierge_testkit::*;
 
 const COURIER: &str = "concierge-courier";
 /// Longest any run here may take before the test kills it.

@@ -1,15 +1,13 @@
-//! concierge-discover and concierge-courier against the real Zabbix 6.0 lab: discovery creates
-//! the items, the courier fills them, and history.get shows every value. Each test has its own
-//! host (deleted at the end). Without the lab these tests print SKIPPED and return, unless
-//! CONCIERGE_REQUIRE_LAB=1.
-
-mod support;
+//! concierge-discover and concierge-courier against each real Zabbix lab (6.0 and 7.0):
+//! discovery creates the items, the courier fills them, and history.get shows every value. Each
+//! test has its own host (deleted at the end). Without a lab its tests print SKIPPED and return,
+//! unless CONCIERGE_REQUIRE_LAB=1.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use anyhow::anyhow;
-use support::*;
+use concierge_testkit::*;
 
 const COURIER: &str = "concierge-courier";
 const DISCOVER: &str = "concierge-discover";
@@ -18,8 +16,7 @@ const KILL_AFTER: Duration = Duration::from_secs(60);
 
 /// The 11 item prototypes `timer[{#TIMER}.STAT]`.
 fn prototype_keys() -> Vec<String> {
-    DEFAULT_TIMER_STATS
-        .iter()
+    default_timer_stats()
         .map(|s| format!("timer[{{#TIMER}}.{s}]"))
         .collect()
 }
@@ -56,7 +53,7 @@ fn send_lld(host: &Host, document: &str) {
     let line = format!("- {LLD_KEY} {}\n", input_quote(document));
     let args = [
         "-z",
-        TRAPPER,
+        host.lab.server(),
         "-s",
         host.name.as_str(),
         "-t",
@@ -132,7 +129,7 @@ fn deliver_until_accepted(
         "timers",
         url,
         "-z",
-        TRAPPER,
+        host.lab.server(),
         "-s",
         host.name.as_str(),
         "-t",
@@ -164,7 +161,7 @@ fn assert_history(lab: &Lab, items: &[ItemRow], want: &BTreeMap<String, f64>, li
         &format!("history of all {} items", ids.len()),
         limit,
         || {
-            let rows = history(lab, &ids, FLOAT)?;
+            let rows = lab.history(&ids, FLOAT)?;
             let with_values: BTreeSet<&str> = rows.iter().map(|r| r.itemid.as_str()).collect();
             if with_values.len() == ids.len() {
                 Ok(Some(rows))
@@ -190,6 +187,26 @@ fn assert_history(lab: &Lab, items: &[ItemRow], want: &BTreeMap<String, f64>, li
     }
 }
 
+/// A served document of timers `names`, a host with timer discovery, and the items discovery
+/// made (checked against the keys Zabbix's quoting gives, within `limit`), with the expected
+/// value of each key.
+fn discovered(
+    lab: &Lab,
+    prefix: &str,
+    names: &[&str],
+    limit: Duration,
+) -> (MetricsServer, Host, Vec<ItemRow>, BTreeMap<String, f64>) {
+    let (doc, expected) = dropwizard_timers(names);
+    let want = expected_by_key(&expected);
+    let source = MetricsServer::serve(doc);
+    let host = host_with_timer_discovery(lab, prefix);
+    let document = discover(&source.url(), names);
+    send_lld(&host, &document);
+    let items = wait_for_items(&host, want.len(), limit);
+    assert_items_match(&items, &want);
+    (source, host, items, want)
+}
+
 /// Items must still be supported after their values were processed (processed ≠ stored).
 fn assert_supported(host: &Host) {
     for i in host.items().expect("item.get") {
@@ -197,154 +214,267 @@ fn assert_supported(host: &Host) {
     }
 }
 
-#[test]
-fn discovery_then_delivery_fills_every_item_with_the_right_value() {
-    let Some(lab) = Lab::get() else { return };
-    let names = [
-        "GET /api/v1/users,list",
-        "weird]name",
-        " leading space",
-        "\"quoted\"",
-        "plain.name-1",
-        "ünïcødé.計時-ß",
-    ];
-    let (doc, expected) = dropwizard_timers(&names);
-    let want = expected_by_key(&expected);
-    assert_eq!(want.len(), 66);
-    let source = MetricsServer::serve(doc);
-    let host = host_with_timer_discovery(&lab, "courier-lld");
+lab_test!(
+    fn discovery_then_delivery_fills_every_item_with_the_right_value(lab: &Lab) {
+        let names = [
+            "GET /api/v1/users,list",
+            "weird]name",
+            " leading space",
+            "\"quoted\"",
+            "plain.name-1",
+            "ünïcødé.計時-ß",
+        ];
+        let (source, host, items, want) =
+            discovered(lab, "courier-lld", &names, Duration::from_secs(60));
+        assert_eq!(want.len(), 66);
 
-    let document = discover(&source.url(), &names);
-    send_lld(&host, &document);
-    let items = wait_for_items(&host, want.len(), Duration::from_secs(60));
-    assert_items_match(&items, &want);
+        let run = deliver_until_accepted(&host, &source.url(), "5s", &[], Duration::from_secs(60));
+        run.assert_success();
+        assert!(
+            run.stderr.is_empty(),
+            "a clean run prints nothing on stderr:\n{run}"
+        );
+        assert_history(lab, &items, &want, Duration::from_secs(30));
+        assert_supported(&host);
+    }
+);
 
-    let run = deliver_until_accepted(&host, &source.url(), "5s", &[], Duration::from_secs(60));
-    run.assert_success();
-    assert!(
-        run.stderr.is_empty(),
-        "a clean run prints nothing on stderr:\n{run}"
-    );
-    assert_history(&lab, &items, &want, Duration::from_secs(30));
-    assert_supported(&host);
-}
+lab_test!(
+    fn thousand_timers_deliver_eleven_thousand_values_in_one_request(lab: &Lab) {
+        let names: Vec<String> = (0..1000)
+            .map(|i| match i % 10 {
+                0 => format!("GET /api/items-{i},page"),
+                _ => format!("svc.request-{i}"),
+            })
+            .collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let (source, host, items, want) =
+            discovered(lab, "courier-11k", &refs, Duration::from_secs(180));
+        assert_eq!(want.len(), 11_000);
 
-#[test]
-fn thousand_timers_deliver_eleven_thousand_values_in_one_request() {
-    let Some(lab) = Lab::get() else { return };
-    let names: Vec<String> = (0..1000)
-        .map(|i| match i % 10 {
-            0 => format!("GET /api/items-{i},page"),
-            _ => format!("svc.request-{i}"),
-        })
-        .collect();
-    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    let (doc, expected) = dropwizard_timers(&refs);
-    let want = expected_by_key(&expected);
-    assert_eq!(want.len(), 11_000);
-    let source = MetricsServer::serve(doc);
-    let host = host_with_timer_discovery(&lab, "courier-11k");
+        let run =
+            deliver_until_accepted(&host, &source.url(), "5s", &["-v"], Duration::from_secs(90));
+        run.assert_success();
+        let counts: Vec<&str> = run
+            .stderr
+            .lines()
+            .filter(|l| l.contains("processed:"))
+            .collect();
+        assert_eq!(counts.len(), 1, "one destination, one counts line:\n{run}");
+        assert!(
+            counts[0].starts_with(&format!(
+                "concierge-courier: {}: 1/1 request(s) answered; \
+             processed: 11000; failed: 0; total: 11000; seconds spent: ",
+                lab.server()
+            )),
+            "one request with every value processed:\n{run}"
+        );
+        assert_history(lab, &items, &want, Duration::from_secs(60));
+        assert_supported(&host);
+    }
+);
 
-    let document = discover(&source.url(), &refs);
-    send_lld(&host, &document);
-    let items = wait_for_items(&host, want.len(), Duration::from_secs(180));
-    assert_items_match(&items, &want);
+lab_test!(
+    fn unknown_keys_are_a_partial_failure_with_the_exact_count(lab: &Lab) {
+        let (doc, _) = dropwizard_timers(&["app.one", "app.two"]);
+        let source = MetricsServer::serve(doc);
+        let host = lab.create_host(&unique_host("courier-nokeys"));
+        let run = run_tool(
+            COURIER,
+            &[
+                "timers",
+                &source.url(),
+                "-z",
+                lab.server(),
+                "-s",
+                &host.name,
+                "-t",
+                "5s",
+            ],
+            None,
+            KILL_AFTER,
+        );
+        run.assert_code(2, "-4");
+        assert!(run.stderr.contains("refused 22 of 22"), "{run}");
+        assert_eq!(run.stderr.lines().count(), 1, "{run}");
+    }
+);
 
-    let run = deliver_until_accepted(&host, &source.url(), "5s", &["-v"], Duration::from_secs(90));
-    run.assert_success();
-    let counts: Vec<&str> = run
-        .stderr
-        .lines()
-        .filter(|l| l.contains("processed:"))
-        .collect();
-    assert_eq!(counts.len(), 1, "one destination, one counts line:\n{run}");
-    assert!(
-        counts[0].starts_with(
-            "concierge-courier: 127.0.0.1:10051: 1/1 request(s) answered; \
-             processed: 11000; failed: 0; total: 11000; seconds spent: "
-        ),
-        "one request with every value processed:\n{run}"
-    );
-    assert_history(&lab, &items, &want, Duration::from_secs(60));
-    assert_supported(&host);
-}
-
-#[test]
-fn unknown_keys_are_a_partial_failure_with_the_exact_count() {
-    let Some(lab) = Lab::get() else { return };
-    let (doc, _) = dropwizard_timers(&["app.one", "app.two"]);
-    let source = MetricsServer::serve(doc);
-    let host = lab.create_host(&unique_host("courier-nokeys"));
-    let run = run_tool(
-        COURIER,
-        &[
+lab_test!(
+    fn some_known_keys_give_the_exact_partial_count(lab: &Lab) {
+        let (doc, expected) = dropwizard_timers(&["app.one", "app.two"]);
+        let source = MetricsServer::serve(doc);
+        let host = lab.create_host(&unique_host("courier-partial"));
+        let key = timer_key("app.one", "p99");
+        let itemid = host.create_trapper_item(&key, FLOAT);
+        let url = source.url();
+        let args = [
             "timers",
-            &source.url(),
+            url.as_str(),
             "-z",
-            TRAPPER,
+            lab.server(),
             "-s",
-            &host.name,
+            host.name.as_str(),
             "-t",
             "5s",
-        ],
-        None,
-        KILL_AFTER,
-    );
-    run.assert_code(2, "-4");
-    assert!(run.stderr.contains("refused 22 of 22"), "{run}");
-    assert_eq!(run.stderr.lines().count(), 1, "{run}");
+        ];
+        // Until the cache sees the item all 22 are refused; then exactly 21.
+        let run = wait_for(
+            "the new item to be accepted",
+            Duration::from_secs(30),
+            || {
+                let run = run_tool(COURIER, &args, None, KILL_AFTER);
+                run.assert_code(2, "-4");
+                if run.stderr.contains("refused 21 of 22") {
+                    Ok(Some(run))
+                } else if run.stderr.contains("refused 22 of 22") {
+                    Err(anyhow!("not yet: {}", run.stderr.trim()))
+                } else {
+                    panic!("unexpected counts:\n{run}")
+                }
+            },
+        );
+        let want = expected[&("app.one".to_string(), "p99".to_string())];
+        let rows = wait_for(
+            "the accepted value in history",
+            Duration::from_secs(30),
+            || {
+                let rows = lab.history(std::slice::from_ref(&itemid), FLOAT)?;
+                Ok((!rows.is_empty()).then_some(rows))
+            },
+        );
+        for r in rows {
+            let v: f64 = r.value.parse().expect("float");
+            assert!(
+                close(v, want),
+                "{key}: stored {}, expected {want}\n{run}",
+                r.value
+            );
+        }
+    }
+);
+
+/// The last value of item `key` on `host` through the API (item.get lastvalue), once it has one.
+fn last_value(host: &Host, key: &str) -> anyhow::Result<Option<String>> {
+    let found = host.lab.call(
+        "item.get",
+        serde_json::json!({"output": ["lastvalue", "lastclock", "units"], "hostids": [host.hostid],
+                           "filter": {"key_": [key]}}),
+    )?;
+    let item = &found[0];
+    if item["lastclock"].as_str().unwrap_or("0") == "0" {
+        return Ok(None);
+    }
+    Ok(item["lastvalue"].as_str().map(str::to_string))
 }
 
-#[test]
-fn some_known_keys_give_the_exact_partial_count() {
-    let Some(lab) = Lab::get() else { return };
-    let (doc, expected) = dropwizard_timers(&["app.one", "app.two"]);
-    let source = MetricsServer::serve(doc);
-    let host = lab.create_host(&unique_host("courier-partial"));
-    let key = timer_key("app.one", "p99");
-    let itemid = host.create_trapper_item(&key, FLOAT);
-    let url = source.url();
-    let args = [
-        "timers",
-        url.as_str(),
-        "-z",
-        TRAPPER,
-        "-s",
-        host.name.as_str(),
-        "-t",
-        "5s",
-    ];
-    // Until the cache sees the item all 22 are refused; then exactly 21.
-    let run = wait_for(
-        "the new item to be accepted",
-        Duration::from_secs(30),
-        || {
-            let run = run_tool(COURIER, &args, None, KILL_AFTER);
-            run.assert_code(2, "-4");
-            if run.stderr.contains("refused 21 of 22") {
-                Ok(Some(run))
-            } else if run.stderr.contains("refused 22 of 22") {
-                Err(anyhow!("not yet: {}", run.stderr.trim()))
-            } else {
-                panic!("unexpected counts:\n{run}")
-            }
-        },
-    );
-    let want = expected[&("app.one".to_string(), "p99".to_string())];
-    let rows = wait_for(
-        "the accepted value in history",
-        Duration::from_secs(30),
-        || {
-            let rows = history(&lab, std::slice::from_ref(&itemid), FLOAT)?;
-            Ok((!rows.is_empty()).then_some(rows))
-        },
-    );
-    for r in rows {
-        let v: f64 = r.value.parse().expect("float");
-        assert!(
-            close(v, want),
-            "{key}: stored {}, expected {want}\n{run}",
-            r.value
+lab_test!(
+    fn a_millisecond_timer_shows_its_p95_in_seconds(lab: &Lab) {
+        // A Dropwizard app whose timers are in milliseconds: p95 199 ms must reach Zabbix as
+        // 0.199 (s), and its rates in calls/minute as calls per second.
+        let doc = br#"{"version":"4.0.0","timers":{"app.ms":{"count":12,"p95":199,
+            "mean":49.5,"mean_rate":90,"duration_units":"milliseconds","rate_units":"calls/minute"}}}"#;
+        let source = MetricsServer::serve(doc.to_vec());
+        let host = lab.create_host(&unique_host("courier-ms"));
+        for (stat, units) in [("p95", "s"), ("mean", "s"), ("count", "")] {
+            let key = format!("timer[app.ms.{stat}]");
+            let id = host.create_trapper_item(&key, FLOAT);
+            lab.call(
+                "item.update",
+                serde_json::json!({"itemid": id, "units": units}),
+            )
+            .expect("item.update units");
+        }
+        let id = host.create_trapper_item("timer[app.ms.mean_rate]", FLOAT);
+        lab.call(
+            "item.update",
+            serde_json::json!({"itemid": id, "units": "rps"}),
+        )
+        .expect("item.update units");
+
+        // --dry-run prints what a delivery sends: the same conversion.
+        let url = source.url();
+        let dry = run_tool(
+            COURIER,
+            &[
+                "timers",
+                &url,
+                "--dry-run",
+                "-s",
+                &host.name,
+                "--stats",
+                "p95,mean,count",
+            ],
+            None,
+            KILL_AFTER,
         );
+        assert_eq!(dry.code, Some(0), "{dry}");
+        let p95_line = format!("\"{}\" \"timer[app.ms.p95]\" \"0.199\"", host.name);
+        assert!(dry.stdout.lines().any(|l| l == p95_line), "dry run:\n{dry}");
+        let url = source.url();
+        wait_for(
+            "the millisecond timer's values",
+            Duration::from_secs(60),
+            || {
+                let run = run_tool(
+                    COURIER,
+                    &[
+                        "timers",
+                        &url,
+                        "-z",
+                        lab.server(),
+                        "-s",
+                        &host.name,
+                        "-t",
+                        "5s",
+                        "--stats",
+                        "p95,mean,count,mean_rate",
+                    ],
+                    None,
+                    KILL_AFTER,
+                );
+                match run.code {
+                    Some(0) | Some(2) => {}
+                    _ => panic!("the courier failed:\n{run}"),
+                }
+                let p95 = last_value(&host, "timer[app.ms.p95]")?;
+                let rate = last_value(&host, "timer[app.ms.mean_rate]")?;
+                match (p95, rate) {
+                    (Some(p95), Some(rate)) => Ok(Some((p95, rate))),
+                    other => Err(anyhow!("not yet: {other:?} ({})", run.stderr.trim())),
+                }
+            },
+        );
+        let p95 = last_value(&host, "timer[app.ms.p95]").unwrap().unwrap();
+        let mean = last_value(&host, "timer[app.ms.mean]")
+            .unwrap()
+            .unwrap_or_default();
+        let count = last_value(&host, "timer[app.ms.count]")
+            .unwrap()
+            .unwrap_or_default();
+        let rate = last_value(&host, "timer[app.ms.mean_rate]")
+            .unwrap()
+            .unwrap();
+        assert!(
+            close(p95.parse().unwrap(), 0.199),
+            "{}: p95 lastvalue {p95}",
+            lab.version()
+        );
+        assert!(
+            close(mean.parse().unwrap(), 0.0495),
+            "mean lastvalue {mean}"
+        );
+        assert!(
+            close(count.parse().unwrap(), 12.0),
+            "count lastvalue {count}"
+        );
+        assert!(
+            close(rate.parse().unwrap(), 1.5),
+            "90 calls/minute: lastvalue {rate}"
+        );
+        note(&format!(
+            "{}: a p95 of 199 ms shows as lastvalue {p95} (s), mean 49.5 ms as {mean}",
+            lab.version()
+        ));
     }
-}
+);

@@ -2,12 +2,10 @@
 //! served document, a file and stdin, for all five kinds; on failure nothing on stdout, one line
 //! on stderr, exit 1.
 
-mod support;
-
 use std::time::Duration;
 
+use concierge_testkit::*;
 use serde_json::json;
-use support::*;
 
 const DISCOVER: &str = "concierge-discover";
 const KILL_AFTER: Duration = Duration::from_secs(30);
@@ -57,7 +55,7 @@ fn five_kinds() -> Vec<u8> {
 const FIVE_KINDS_LLD: [(&str, &str); 5] = [
     (
         "gauges",
-        r#"{"data":[{"{#GAUGE}":"g.one"},{"{#GAUGE}":"g.two"}]}"#,
+        r#"{"data":[{"{#GAUGE}":"g.one","{#UNIT}":""},{"{#GAUGE}":"g.two","{#UNIT}":""}]}"#,
     ),
     ("counters", r#"{"data":[{"{#COUNTER}":"c.one"}]}"#),
     ("histograms", r#"{"data":[{"{#HISTOGRAM}":"h.one"}]}"#),
@@ -91,15 +89,13 @@ fn served_timers_give_the_exact_lld_document() {
 
 #[test]
 fn every_kind_from_a_file_has_its_macro() {
-    let dir = std::env::temp_dir().join(unique_host("concierge-discover"));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let file = dir.join("metrics.json");
+    let dir = temp_dir("discover");
+    let file = dir.path().join("metrics.json");
     std::fs::write(&file, five_kinds()).expect("write");
     let path = file.to_str().expect("utf-8 path");
     for (kind, want) in FIVE_KINDS_LLD {
         assert_document(&discover(&[kind, path], None), want);
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -155,7 +151,8 @@ fn garbage_fails_with_one_line() {
 
 #[test]
 fn missing_file_fails_with_one_line() {
-    let path = std::env::temp_dir().join(unique_host("no-such-metrics-file"));
+    let dir = temp_dir("discover");
+    let path = dir.path().join("no-such-metrics-file.json");
     assert_failed(&discover(&["timers", path.to_str().expect("utf-8")], None));
 }
 

@@ -3,7 +3,70 @@
 //! A Zabbix agent kills a UserParameter that outlives its `Timeout`, so every tool computes one
 //! [`Deadline`] at start-up and bounds every connect, read, write and sleep by what is left of it.
 
+use std::fmt;
+use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::outcome::{Classify, Failure};
+
+/// How long after the deadline [`within`] may wait for work that watches the deadline itself
+/// (every socket does), so that its own, more precise error (unreachable, timed out while
+/// sending) is the one reported. Well inside the half second the default deadline keeps below
+/// the agent's `Timeout`.
+pub const WATCHDOG_GRACE: Duration = Duration::from_millis(150);
+
+/// The run's deadline passed while `doing` something that does not watch it (parsing a
+/// document, building a request).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expired {
+    pub doing: String,
+}
+
+impl fmt::Display for Expired {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "deadline exceeded while {}", self.doing)
+    }
+}
+
+impl std::error::Error for Expired {}
+
+impl Classify for Expired {
+    fn failure(&self) -> Failure {
+        Failure::DeadlineExceeded
+    }
+}
+
+/// Runs `work` on a helper thread and waits for it until `deadline` plus `grace` (zero for
+/// CPU work, [`WATCHDOG_GRACE`] for work that watches the deadline itself), so CPU-bound work
+/// (parsing 64 MiB, building values) cannot hold a run past it. Then the thread is abandoned:
+/// the caller is about to end the process, which ends it.
+pub fn within<T, F>(
+    deadline: &Deadline,
+    grace: Duration,
+    doing: &str,
+    work: F,
+) -> crate::outcome::Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    let (tx, rx) = mpsc::sync_channel(1);
+    std::thread::Builder::new()
+        .name("concierge-work".into())
+        .spawn(move || {
+            let _ = tx.send(work());
+        })
+        .map_err(|error| crate::outcome::SystemError {
+            doing: "start a worker thread",
+            error,
+        })?;
+    rx.recv_timeout(deadline.remaining() + grace).map_err(|_| {
+        Expired {
+            doing: doing.to_string(),
+        }
+        .into()
+    })
+}
 
 /// The instant by which the whole run must be over.
 #[derive(Debug, Clone, Copy)]
@@ -140,6 +203,25 @@ mod tests {
         assert!(d.expired());
         assert_eq!(d.remaining(), Duration::ZERO);
         assert_eq!(d.socket_timeout(), None);
+    }
+
+    #[test]
+    fn within_returns_the_work_or_gives_up_at_the_deadline() {
+        let d = Deadline::after(Duration::from_secs(5));
+        assert_eq!(within(&d, Duration::ZERO, "adding", || 2 + 2).unwrap(), 4);
+        let d = Deadline::after(Duration::from_millis(100));
+        let started = Instant::now();
+        let e = within(&d, Duration::ZERO, "spinning", || {
+            std::thread::sleep(Duration::from_secs(5))
+        });
+        let e = e.unwrap_err();
+        assert_eq!(e.to_string(), "deadline exceeded while spinning");
+        assert_eq!(e.failure(), Some(Failure::DeadlineExceeded));
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     #[test]

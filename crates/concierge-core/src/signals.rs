@@ -9,6 +9,8 @@ use std::io;
 use std::mem::MaybeUninit;
 use std::time::Duration;
 
+use crate::outcome::SystemError;
+
 /// A signal the tool was waiting for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Signal {
@@ -26,7 +28,14 @@ pub struct Signals {
 
 impl Signals {
     /// Block SIGTERM, SIGINT, SIGHUP and SIGCHLD in the calling thread (and threads it spawns).
-    pub fn block() -> io::Result<Self> {
+    pub fn block() -> Result<Self, SystemError> {
+        Self::block_set().map_err(|error| SystemError {
+            doing: "block the stop signals",
+            error,
+        })
+    }
+
+    fn block_set() -> io::Result<Self> {
         let mut set = MaybeUninit::<libc::sigset_t>::uninit();
         // SAFETY: sigemptyset initialises the set; sigaddset and pthread_sigmask only read and
         // write that set and the calling thread's mask.

@@ -9,6 +9,8 @@ use std::sync::mpsc;
 use std::thread;
 
 use crate::deadline::Deadline;
+use crate::outcome::{Classify, Failure};
+use crate::text::shown;
 
 /// The metrics endpoint of a Dropwizard application with the admin servlet on its default port.
 pub const DEFAULT_URL: &str = "http://localhost:8080/metrics";
@@ -39,6 +41,12 @@ impl fmt::Display for EmptySource {
 }
 
 impl std::error::Error for EmptySource {}
+
+impl Classify for EmptySource {
+    fn failure(&self) -> Failure {
+        Failure::Usage
+    }
+}
 
 /// True when `s` starts with `prefix`, ignoring ASCII case.
 fn has_prefix_ignore_case(s: &str, prefix: &str) -> bool {
@@ -104,10 +112,10 @@ impl fmt::Display for SourceError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             SourceError::Unreachable { source, detail } if is_url(source) => {
-                write!(f, "cannot reach {source}: {detail}")
+                write!(f, "cannot reach {source}: {}", shown(detail))
             }
             SourceError::Unreachable { source, detail } => {
-                write!(f, "cannot read {source}: {detail}")
+                write!(f, "cannot read {source}: {}", shown(detail))
             }
             SourceError::HttpStatus { url, status } => {
                 write!(f, "{url} answered HTTP status {status} (expected 2xx)")
@@ -124,15 +132,46 @@ impl fmt::Display for SourceError {
 
 impl std::error::Error for SourceError {}
 
+impl Classify for SourceError {
+    fn failure(&self) -> Failure {
+        match self {
+            SourceError::Timeout { .. } => Failure::DeadlineExceeded,
+            SourceError::Unreachable { .. }
+            | SourceError::HttpStatus { .. }
+            | SourceError::TooLarge { .. } => Failure::SourceUnreachable,
+        }
+    }
+}
+
+/// A document as read, with the media type the server named (URLs only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Document {
+    pub body: Vec<u8>,
+    /// The `Content-Type` header of an HTTP answer; `None` for files and stdin.
+    pub content_type: Option<String>,
+}
+
 impl Source {
     /// Reads the whole document, giving up at `deadline` and when it exceeds `max_bytes`.
     /// URLs: non-2xx is an error, redirects are followed, gzip is decoded (the limit applies
     /// to the decoded body), proxies come from the usual environment variables. Files and
     /// stdin are read on a helper thread that is abandoned at the deadline, so a FIFO or an
-    /// idle stdin cannot hold the run past it.
+    /// idle stdin cannot hold the run past it. URLs are asked for JSON.
     pub fn fetch(&self, deadline: &Deadline, max_bytes: u64) -> Result<Vec<u8>, SourceError> {
-        match self {
-            Source::Url(url) => fetch_url(url, deadline, max_bytes),
+        self.fetch_document(deadline, max_bytes, "application/json")
+            .map(|d| d.body)
+    }
+
+    /// As [`Source::fetch`], asking a URL with this `Accept` header, and keeping the answer's
+    /// Content-Type.
+    pub fn fetch_document(
+        &self,
+        deadline: &Deadline,
+        max_bytes: u64,
+        accept: &str,
+    ) -> Result<Document, SourceError> {
+        let body = match self {
+            Source::Url(url) => return fetch_url(url, deadline, max_bytes, accept),
             Source::File(path) => {
                 let path = path.clone();
                 read_on_thread(self.to_string(), deadline, max_bytes, move || {
@@ -142,11 +181,20 @@ impl Source {
             Source::Stdin => {
                 read_on_thread(self.to_string(), deadline, max_bytes, || Ok(io::stdin()))
             }
-        }
+        }?;
+        Ok(Document {
+            body,
+            content_type: None,
+        })
     }
 }
 
-fn fetch_url(url: &str, deadline: &Deadline, max_bytes: u64) -> Result<Vec<u8>, SourceError> {
+fn fetch_url(
+    url: &str,
+    deadline: &Deadline,
+    max_bytes: u64,
+    accept: &str,
+) -> Result<Document, SourceError> {
     let timeout = || SourceError::Timeout {
         source: url.to_string(),
     };
@@ -162,7 +210,7 @@ fn fetch_url(url: &str, deadline: &Deadline, max_bytes: u64) -> Result<Vec<u8>, 
     let map = |e: ureq::Error| map_ureq_error(e, url, max_bytes);
     let mut response = agent
         .get(url)
-        .header("Accept", "application/json")
+        .header("Accept", accept)
         .call()
         .map_err(map)?;
     let status = response.status().as_u16();
@@ -172,12 +220,18 @@ fn fetch_url(url: &str, deadline: &Deadline, max_bytes: u64) -> Result<Vec<u8>, 
             status,
         });
     }
-    response
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let body = response
         .body_mut()
         .with_config()
         .limit(max_bytes)
         .read_to_vec()
-        .map_err(map)
+        .map_err(map)?;
+    Ok(Document { body, content_type })
 }
 
 fn map_ureq_error(e: ureq::Error, url: &str, limit: u64) -> SourceError {
@@ -286,14 +340,15 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         thread::spawn(move || {
             if let Ok((mut stream, _)) = listener.accept() {
-                read_request_head(&mut stream);
+                let _ = read_request_head(&mut stream);
                 let _ = stream.write_all(&response);
             }
         });
         format!("http://{addr}/metrics")
     }
 
-    fn read_request_head(stream: &mut TcpStream) {
+    /// Reads the request head; returns it (lossy UTF-8).
+    fn read_request_head(stream: &mut TcpStream) -> String {
         stream
             .set_read_timeout(Some(Duration::from_secs(5)))
             .unwrap();
@@ -305,6 +360,7 @@ mod tests {
                 _ => break,
             }
         }
+        String::from_utf8_lossy(&head).into_owned()
     }
 
     fn http(status: &str, body: &[u8]) -> Vec<u8> {
@@ -343,16 +399,11 @@ mod tests {
         assert_eq!(Source::Url(DEFAULT_URL.into()).to_string(), DEFAULT_URL);
     }
 
-    fn temp_file(name: &str, content: &[u8]) -> PathBuf {
-        let path =
-            std::env::temp_dir().join(format!("concierge-source-{}-{name}", std::process::id()));
-        std::fs::write(&path, content).unwrap();
-        path
-    }
-
     #[test]
     fn reads_a_file_and_caps_its_size() {
-        let path = temp_file("ok.json", b"{\"timers\":{}}");
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(b"{\"timers\":{}}").unwrap();
+        let path = file.path().to_path_buf();
         let src = Source::File(path.clone());
         assert_eq!(src.fetch(&deadline(5000), 13).unwrap(), b"{\"timers\":{}}");
         let err = src.fetch(&deadline(5000), 12).unwrap_err();
@@ -363,7 +414,6 @@ mod tests {
                 limit: 12
             }
         );
-        std::fs::remove_file(path).unwrap();
     }
 
     #[test]
@@ -402,6 +452,45 @@ mod tests {
         let url = serve_once(http("200 OK", body));
         let got = Source::Url(url).fetch(&deadline(5000), DEFAULT_MAX_BYTES);
         assert_eq!(got.unwrap(), body);
+    }
+
+    #[test]
+    fn sends_accept_and_keeps_the_content_type() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/metrics", listener.local_addr().unwrap());
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            if let Ok((mut stream, _)) = listener.accept() {
+                let _ = tx.send(read_request_head(&mut stream));
+                let body = b"up 1\n# EOF\n";
+                let _ = stream.write_all(
+                    format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/openmetrics-text; version=1.0.0; \
+                         charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    )
+                    .as_bytes(),
+                );
+                let _ = stream.write_all(body);
+            }
+        });
+        let doc = Source::Url(url)
+            .fetch_document(
+                &deadline(5000),
+                100,
+                "application/openmetrics-text;version=1.0.0",
+            )
+            .unwrap();
+        assert_eq!(doc.body, b"up 1\n# EOF\n");
+        assert_eq!(
+            doc.content_type.as_deref(),
+            Some("application/openmetrics-text; version=1.0.0; charset=utf-8")
+        );
+        let head = rx.recv().unwrap().to_ascii_lowercase();
+        assert!(
+            head.contains("\r\naccept: application/openmetrics-text;version=1.0.0\r\n"),
+            "{head}"
+        );
     }
 
     #[test]

@@ -10,10 +10,11 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use concierge_core::deadline::Deadline;
-use concierge_core::outcome::{classify, Failure};
+use concierge_core::outcome::{Classify, Failure};
+use concierge_core::zabbix::active;
 use concierge_core::zabbix::destination::{parse_list, Destination};
 use concierge_core::zabbix::frame;
-use concierge_core::zabbix::sender::{self, DeliveryError, SenderOptions, Value};
+use concierge_core::zabbix::sender::{self, DeliveryError, Refusal, SenderOptions, Value};
 
 /// What the fake peer does after reading a request.
 #[derive(Clone)]
@@ -31,15 +32,20 @@ struct Fake {
 }
 
 fn fake(behaviour: Behaviour) -> Fake {
+    fake_each(vec![behaviour])
+}
+
+/// A fake whose n-th connection gets the n-th behaviour (the last one from then on).
+fn fake_each(behaviours: Vec<Behaviour>) -> Fake {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let requests = Arc::new(AtomicUsize::new(0));
     let last_request = Arc::new(std::sync::Mutex::new(Vec::new()));
     let (r, l) = (requests.clone(), last_request.clone());
     thread::spawn(move || {
-        for stream in listener.incoming() {
+        for (n, stream) in listener.incoming().enumerate() {
             let Ok(mut s) = stream else { return };
-            let behaviour = behaviour.clone();
+            let behaviour = behaviours[n.min(behaviours.len() - 1)].clone();
             let (r, l) = (r.clone(), l.clone());
             thread::spawn(move || {
                 let req = frame::read_frame(&mut s, 1 << 30).unwrap_or_default();
@@ -95,7 +101,7 @@ fn deliver(list: &str, budget: Duration) -> (Result<sender::Summary, DeliveryErr
 }
 
 fn failure_of(r: Result<sender::Summary, DeliveryError>) -> Failure {
-    classify(&anyhow::Error::new(r.unwrap_err()))
+    r.unwrap_err().failure()
 }
 
 const OK: &[u8] =
@@ -295,4 +301,87 @@ fn the_source_address_is_bound_before_connecting() {
         .into_result();
     assert_eq!(r.unwrap().processed, 3);
     assert_eq!(peer.join().unwrap().to_string(), "127.0.0.2");
+}
+
+#[test]
+fn a_source_address_that_cannot_be_bound_is_a_usage_error() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut opts = SenderOptions::default();
+    // TEST-NET-1 (RFC 5737): never an address of this machine.
+    opts.connect.source_ip = Some("192.0.2.1".parse().unwrap());
+    let d = Deadline::after(Duration::from_secs(3));
+    let start = Instant::now();
+    let r = sender::send(&dest(&format!("127.0.0.1:{port}")), &values(3), &d, &opts)
+        .unwrap()
+        .into_result();
+    // Not retried until the deadline: nothing a retry could change.
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        start.elapsed()
+    );
+    let e = r.unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("cannot connect from source address 192.0.2.1: "),
+        "{e}"
+    );
+    assert_eq!(e.failure(), Failure::Usage);
+}
+
+#[test]
+fn a_servers_words_are_escaped_and_cut_in_the_message() {
+    let info = format!("\u{1b}[31mboom\n{}", "x".repeat(300_000));
+    let reply = serde_json::json!({"response": "failed", "info": info}).to_string();
+    let f = fake(Behaviour::Reply(reply.into_bytes()));
+    let (r, _) = deliver(&format!("127.0.0.1:{}", f.port), Duration::from_secs(3));
+    let msg = r.unwrap_err().to_string();
+    assert!(msg.len() < 1000, "{} bytes", msg.len());
+    assert!(
+        msg.contains(r"refused the request: \u{1b}[31mboom\nxxx"),
+        "{msg}"
+    );
+    assert!(msg.ends_with("…(300010 bytes)"), "{msg}");
+    // Garbage instead of a reply: shown as far as it is shown.
+    let f = fake(Behaviour::Raw([b'\x1b'; 100_000].to_vec()));
+    let (r, _) = deliver(&format!("127.0.0.1:{}", f.port), Duration::from_secs(3));
+    let msg = r.unwrap_err().to_string();
+    assert!(msg.len() < 1000, "{msg}");
+    assert!(msg.contains(r"\u{1b}\u{1b}"), "{msg}");
+}
+
+#[test]
+fn asking_why_everything_was_refused_stays_inside_the_deadline() {
+    // The trapper refuses all three values, then never answers the active-checks question.
+    let refused = br#"{"response":"success","info":"processed: 0; failed: 3; total: 3; seconds spent: 0.000100"}"#;
+    let f = fake_each(vec![Behaviour::Reply(refused.to_vec()), Behaviour::Stall]);
+    let start = Instant::now();
+    let d = Deadline::after(Duration::from_millis(800));
+    let dests = dest(&format!("127.0.0.1:{}", f.port));
+    let opts = SenderOptions::default();
+    let e = sender::send(&dests, &values(3), &d, &opts)
+        .unwrap()
+        .into_result()
+        .unwrap_err();
+    let e = active::explain(e, "h", &dests, &d, &opts.connect);
+    let took = start.elapsed();
+    assert!(took < Duration::from_millis(1300), "{took:?}");
+    assert_eq!(
+        f.requests.load(Ordering::SeqCst),
+        2,
+        "one question, not retried"
+    );
+    let msg = e.to_string();
+    assert!(
+        matches!(&e, DeliveryError::Partial { why, .. } if matches!(**why, Refusal::Unknown { .. })),
+        "{msg}"
+    );
+    assert_eq!(
+        e.failure(),
+        Failure::Partial,
+        "still -4: the values were refused"
+    );
+    assert!(msg.starts_with("Zabbix refused 3 of 3 values"), "{msg}");
+    assert!(msg.contains("--register") && msg.contains("LLD"), "{msg}");
 }

@@ -3,17 +3,23 @@
 
 use std::io::Write;
 use std::str::FromStr;
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use clap::Parser;
-use concierge_core::cli::{Connection, ConnectionArgs};
-use concierge_core::metrics::{dropwizard, Kind};
-use concierge_core::outcome::{Failure, NothingToSend, UsageError};
+use concierge_core::cli::{Connection, ConnectionArgs, PrometheusArgs, SpoolArgs};
+use concierge_core::deadline;
+use concierge_core::metrics::prometheus;
+use concierge_core::metrics::{dropwizard, Kind, Metric};
+use concierge_core::outcome::{self, Context, Error, Failure, NothingToSend, UsageError};
 use concierge_core::source::{self, Source};
-use concierge_core::zabbix::input::{self, InputFormat};
+use concierge_core::spool;
+use concierge_core::text::shown;
+use concierge_core::zabbix::active;
+use concierge_core::zabbix::input::{self, InputError, InputFormat};
 use concierge_core::zabbix::key::{KeyError, KeyTemplate};
-use concierge_core::zabbix::sender::{self, Timestamp, Value};
+use concierge_core::zabbix::route::Route;
+use concierge_core::zabbix::sender::{Timestamp, Value};
 
 /// The tool's name in messages.
 pub const TOOL: &str = "concierge-courier";
@@ -23,6 +29,8 @@ pub const TOOL: &str = "concierge-courier";
 pub enum Kinds {
     One(Kind),
     All,
+    /// A Prometheus text or OpenMetrics endpoint: every numeric sample.
+    Prometheus,
 }
 
 impl FromStr for Kinds {
@@ -31,6 +39,8 @@ impl FromStr for Kinds {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         if s.eq_ignore_ascii_case("all") {
             Ok(Kinds::All)
+        } else if s.eq_ignore_ascii_case("prometheus") || s.eq_ignore_ascii_case("openmetrics") {
+            Ok(Kinds::Prometheus)
         } else {
             s.parse().map(Kinds::One)
         }
@@ -43,21 +53,24 @@ impl Kinds {
         match self {
             Kinds::One(k) => vec![k],
             Kinds::All => Kind::ALL.to_vec(),
+            Kinds::Prometheus => Vec::new(),
         }
     }
 }
 
 /// Command line of concierge-courier.
-#[derive(Debug, Parser)]
+#[derive(Debug, Clone, Parser)]
 #[command(
     name = TOOL,
-    version,
+    version = concierge_core::version::SHORT,
+    long_version = concierge_core::version::LONG,
     about = "Collect an app's metrics and deliver them to Zabbix trapper items in one request.",
     after_help = after_help()
 )]
 pub struct Cli {
     /// Metric kind: timers, counters, gauges, meters, histograms, or all (every kind, one
-    /// fetch, one request).
+    /// fetch, one request); or prometheus (every numeric sample of a Prometheus text or
+    /// OpenMetrics endpoint, to keys prometheus.<rule>[NAME,LABELS]).
     #[arg(required_unless_present = "input")]
     pub kind: Option<Kinds>,
 
@@ -74,7 +87,8 @@ pub struct Cli {
     pub input: Option<String>,
 
     /// Input lines carry a timestamp (<host> <key> <timestamp> <value>); with --dry-run,
-    /// write one.
+    /// write one. When collecting, send each value with its collection clock (by default the
+    /// server stamps arrival; spooled values and source timestamps always keep their own).
     #[arg(short = 'T', long = "with-timestamps")]
     pub with_timestamps: bool,
 
@@ -103,12 +117,25 @@ pub struct Cli {
     /// Report each destination's counts on stderr.
     #[arg(short = 'v', long)]
     pub verbose: bool,
+
+    #[command(flatten)]
+    pub prometheus: PrometheusArgs,
+
+    #[command(flatten)]
+    pub spool: SpoolArgs,
 }
 
 fn after_help() -> String {
     format!(
         "{}\nExit status: 0 success, 1 failure, 2 partial (as zabbix_sender).\n\
-         With --dry-run (or -z -) stdout carries zabbix_sender input lines instead.",
+         With --dry-run (or -z -) stdout carries zabbix_sender input lines instead.\n\n\
+         Examples:\n\
+         \x20 # every kind, one fetch, one request to the agent config's ServerActive, for host shop-1\n\
+         \x20 concierge-courier all http://localhost:8080/metrics -c /etc/zabbix/zabbix_agentd.conf -s shop-1\n\
+         \x20 # print the timers as zabbix_sender input lines instead of sending them\n\
+         \x20 concierge-courier timers http://localhost:8080/metrics --dry-run -s shop-1\n\
+         \x20 # deliver a zabbix_sender input file to an HA cluster of two nodes (zabbix_sender -i)\n\
+         \x20 concierge-courier -i values.txt -z \"zbx-a;zbx-b\" -s shop-1",
         Failure::help_table(&Failure::DELIVERY)
     )
 }
@@ -121,53 +148,118 @@ impl Cli {
 }
 
 /// Collect and deliver (or print, for a dry run) as the command line says.
-pub fn run(cli: &Cli, started: Instant) -> anyhow::Result<()> {
+pub fn run(cli: &Cli, started: Instant) -> outcome::Result<()> {
     let dry_run = cli.writes_lines();
     let conn = cli.connection.resolve(started, !dry_run)?;
     let format = InputFormat {
         with_timestamps: cli.with_timestamps,
         with_ns: cli.with_ns,
     };
-    let values = match &cli.input {
-        Some(file) => read_input(file, format, &conn)?,
-        None => collect(cli, &conn)?,
+    // Reading, parsing and turning the document into values is CPU work that watches no
+    // socket: it ends by the deadline however big the document (64 MiB at most).
+    let values = {
+        let (cli, conn) = (cli.clone(), conn.clone());
+        let d = conn.deadline;
+        deadline::within(
+            &d,
+            Duration::ZERO,
+            "reading the metrics",
+            move || match &cli.input {
+                Some(file) => read_input(file, format, &conn),
+                None => collect(&cli, &conn),
+            },
+        )??
     };
     if values.is_empty() {
         return Err(NothingToSend("the source holds no values to deliver".into()).into());
     }
+    let collected = Timestamp::now();
     if dry_run {
         return print_lines(&values, format);
     }
+    let spool = cli.spool.open(TOOL, &conn)?;
     let mut opts = conn.sender.clone();
     opts.chunk_size = cli.chunk.map(|c| usize::try_from(c).unwrap_or(usize::MAX));
-    let delivery = sender::send(&conn.destinations, &values, &conn.deadline, &opts)?;
+    let mut routes: Vec<Route> = conn.destinations.iter().map(Route::new).collect();
+    let sent = spool::send(
+        spool.as_ref(),
+        &mut routes,
+        values,
+        Some(collected),
+        &conn.deadline,
+        &opts,
+        spool::Tell {
+            tool: TOOL,
+            kept: true,
+        },
+    )?;
+    let (delivery, values) = (sent.delivery, sent.live);
+    if sent.replayed > 0 && cli.verbose {
+        outcome::warn(
+            TOOL,
+            format_args!(
+                "sent {} spooled value(s) ahead of this run's",
+                sent.replayed
+            ),
+        );
+    }
     if cli.verbose {
         for r in &delivery.reports {
             let who = r
                 .answered_by
                 .as_ref()
                 .map_or_else(|| r.destination.to_string(), ToString::to_string);
-            let mut err = std::io::stderr().lock();
-            let _ = write!(
-                err,
-                "{TOOL}: {who}: {}/{} request(s) answered; {}",
-                r.requests_answered, r.requests, r.summary
+            let then = r.error.as_ref().map(|e| format!("; then: {e}"));
+            outcome::warn(
+                TOOL,
+                format_args!(
+                    "{who}: {}/{} request(s) answered; {}{}",
+                    r.requests_answered,
+                    r.requests,
+                    r.summary,
+                    then.unwrap_or_default()
+                ),
             );
-            let _ = match &r.error {
-                None => writeln!(err),
-                Some(e) => writeln!(err, "; then: {e}"),
-            };
         }
     }
-    delivery.into_result()?;
+    delivery
+        .into_result()
+        .map_err(|e| match single_host(&values) {
+            Some(host) => active::explain(
+                e,
+                host,
+                &conn.destinations,
+                &conn.deadline,
+                &conn.sender.connect,
+            ),
+            None => e,
+        })?;
+    if let Some(loss) = sent.loss {
+        return Err(loss.into());
+    }
     Ok(())
 }
 
+/// The host every value is for, if there is one (an input file can name several).
+fn single_host(values: &[Value]) -> Option<&str> {
+    let first = &values.first()?.host;
+    values.iter().all(|v| v.host == *first).then_some(first)
+}
+
 /// Fetch the metrics document and turn the chosen kinds' statistics into values.
-pub fn collect(cli: &Cli, conn: &Connection) -> anyhow::Result<Vec<Value>> {
+pub fn collect(cli: &Cli, conn: &Connection) -> outcome::Result<Vec<Value>> {
     let kinds = cli
         .kind
         .ok_or_else(|| UsageError("a metric KIND is required".into()))?;
+    if kinds == Kinds::Prometheus {
+        return collect_prometheus(cli, conn);
+    }
+    if cli.prometheus.any() {
+        return Err(UsageError(
+            "--format, --filter, --exclude and --quantiles apply to KIND prometheus".into(),
+        )
+        .into());
+    }
     if kinds == Kinds::All && (cli.key_template.is_some() || !cli.stats.is_empty()) {
         return Err(
             UsageError("--key-template and --stats apply to one kind, not to all".into()).into(),
@@ -183,10 +275,11 @@ pub fn collect(cli: &Cli, conn: &Connection) -> anyhow::Result<Vec<Value>> {
                 stats(kind, &cli.stats)?,
             ))
         })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+        .collect::<outcome::Result<Vec<_>>>()?;
     let src = Source::from_str(&cli.source)?;
     let bytes = src.fetch(&conn.deadline, source::DEFAULT_MAX_BYTES)?;
-    let clock = Timestamp::now();
+    // The server stamps arrival within milliseconds; a clock per value costs it more (-T).
+    let clock = cli.with_timestamps.then(Timestamp::now);
     let wanted: Vec<(Kind, &[&str])> = plans
         .iter()
         .map(|(kind, _, stats)| (*kind, stats.as_slice()))
@@ -205,43 +298,151 @@ pub fn collect(cli: &Cli, conn: &Connection) -> anyhow::Result<Vec<Value>> {
     for ((kind, template, _), parsed) in plans.iter().zip(parsed) {
         let parsed = parsed.with_context(|| format!("cannot parse the {kind} from {src}"))?;
         if let Some(first) = parsed.skipped.first() {
-            eprintln!(
-                "{TOOL}: skipped {} {kind} value(s) Zabbix cannot store as numbers (first: {}.{}: {})",
-                parsed.skipped.len(),
-                first.metric,
-                first.stat,
-                first.reason
+            outcome::warn(
+                TOOL,
+                format_args!(
+                    "skipped {} {kind} value(s) Zabbix cannot store as numbers (first: {}.{}: {})",
+                    parsed.skipped.len(),
+                    shown(&first.metric),
+                    shown(&first.stat),
+                    first.reason
+                ),
             );
         }
-        let mut unencodable = 0usize;
-        // Consumed metric by metric: each value string moves into its `Value`.
-        for metric in parsed.metrics {
-            for stat in metric.stats {
-                match template.render(&metric.name, Some(&stat.name)) {
-                    Ok(key) => values.push(Value {
-                        host: conn.host.clone(),
-                        key,
-                        value: stat.value,
-                        clock: Some(clock),
-                    }),
-                    Err(e) => {
-                        unencodable += 1;
-                        if unencodable == 1 {
-                            eprintln!("{TOOL}: skipping metric {:?}: {e}", metric.name);
-                        }
-                    }
-                }
-            }
+        if let Some(first) = parsed.unknown_units.first() {
+            outcome::warn(
+                TOOL,
+                format_args!(
+                    "{} {kind} unit field(s) name a unit with no known conversion to seconds; \
+                     their values are delivered as they are (first: {}: {} {})",
+                    parsed.unknown_units.len(),
+                    shown(&first.metric),
+                    first.field,
+                    first.unit
+                ),
+            );
         }
-        if unencodable > 1 {
-            eprintln!("{TOOL}: skipped {unencodable} value(s) whose item key cannot be encoded");
-        }
+        push_values(&mut values, parsed.metrics, template, &conn.host, clock);
     }
     Ok(values)
 }
 
+/// Every numeric sample of a Prometheus / OpenMetrics endpoint, keyed as the template's
+/// prototypes expand (`prometheus.<rule>[{#METRIC},{#LABELS}]`), at the sample's own timestamp
+/// if it has one, else at the collection time.
+pub fn collect_prometheus(cli: &Cli, conn: &Connection) -> outcome::Result<Vec<Value>> {
+    if cli.key_template.is_some() || !cli.stats.is_empty() {
+        return Err(
+            UsageError("--key-template and --stats do not apply to prometheus".into()).into(),
+        );
+    }
+    let templates = prometheus::key_templates()?;
+    let src = Source::from_str(&cli.source)?;
+    let expo = prometheus::scrape(
+        &src,
+        &conn.deadline,
+        cli.prometheus.format,
+        &cli.prometheus.options(),
+    )?;
+    let clock = cli.with_timestamps.then(Timestamp::now);
+    if let Some(w) = expo.skips.warning() {
+        outcome::warn(TOOL, w);
+    }
+    let mut values = Vec::with_capacity(expo.series.len());
+    let host: Arc<str> = conn.host.as_str().into();
+    let (mut non_finite, mut unencodable) = (Vec::new(), 0usize);
+    for s in &expo.series {
+        let Some(value) = prometheus::format_value(s.value) else {
+            non_finite.push(s);
+            continue;
+        };
+        match templates[&expo.family_of(s).kind].render(&s.name, Some(&s.labels_text)) {
+            Ok(key) => values.push(Value {
+                host: Arc::clone(&host),
+                key,
+                value,
+                clock: s
+                    .clock
+                    .map(|c| Timestamp {
+                        clock: c.secs,
+                        ns: Some(c.nanos),
+                    })
+                    .or(clock),
+            }),
+            Err(e) => {
+                unencodable += 1;
+                if unencodable == 1 {
+                    let series = prometheus::series_text(&s.name, &s.labels_text);
+                    outcome::warn(TOOL, format_args!("skipping {}: {e}", shown(&series)));
+                }
+            }
+        }
+    }
+    if let Some(first) = non_finite.first() {
+        let series = prometheus::series_text(&first.name, &first.labels_text);
+        outcome::warn(
+            TOOL,
+            format_args!(
+                "skipped {} value(s) Zabbix cannot store as numbers (first: {} = {})",
+                non_finite.len(),
+                shown(&series),
+                first.value
+            ),
+        );
+    }
+    if unencodable > 1 {
+        outcome::warn(
+            TOOL,
+            format_args!("skipped {unencodable} value(s) whose item key cannot be encoded"),
+        );
+    }
+    Ok(values)
+}
+
+/// Append a value for every statistic of `metrics`, keyed by `template`; a metric whose key
+/// cannot be encoded is left out, with a warning.
+fn push_values(
+    values: &mut Vec<Value>,
+    metrics: Vec<Metric>,
+    template: &KeyTemplate,
+    host: &str,
+    clock: Option<Timestamp>,
+) {
+    let mut unencodable = 0usize;
+    // One host name for every value (the spool keeps them all until the reply).
+    let host: Arc<str> = host.into();
+    // Consumed metric by metric: each value string moves into its `Value`.
+    for metric in metrics {
+        for stat in metric.stats {
+            match template.render(&metric.name, Some(&stat.name)) {
+                Ok(key) => values.push(Value {
+                    host: Arc::clone(&host),
+                    key,
+                    value: stat.value,
+                    clock,
+                }),
+                Err(e) => {
+                    unencodable += 1;
+                    if unencodable == 1 {
+                        outcome::warn(
+                            TOOL,
+                            format_args!("skipping metric {:?}: {e}", shown(&metric.name)),
+                        );
+                    }
+                }
+            }
+        }
+    }
+    if unencodable > 1 {
+        outcome::warn(
+            TOOL,
+            format_args!("skipped {unencodable} value(s) whose item key cannot be encoded"),
+        );
+    }
+}
+
 /// The key template for `kind`: the given one, checked, or the kind's default.
-pub fn key_template(kind: Kind, given: Option<&str>) -> anyhow::Result<KeyTemplate> {
+pub fn key_template(kind: Kind, given: Option<&str>) -> outcome::Result<KeyTemplate> {
     let text = given.unwrap_or(kind.default_key_template());
     let t = KeyTemplate::from_str(text)?;
     if !text.contains("{name}") {
@@ -285,19 +486,32 @@ pub fn read_input(
     file: &str,
     format: InputFormat,
     conn: &Connection,
-) -> anyhow::Result<Vec<Value>> {
+) -> outcome::Result<Vec<Value>> {
     let src = Source::from_str(file)?;
     let bytes = src.fetch(&conn.deadline, source::DEFAULT_MAX_BYTES)?;
-    let text = String::from_utf8(bytes)
-        .map_err(|_| UsageError(format!("input {src} is not valid UTF-8")))?;
+    let text = String::from_utf8(bytes).map_err(|e| InputError {
+        line: 1 + e.as_bytes()[..e.utf8_error().valid_up_to()]
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count(),
+        reason: format!("input {src} is not valid UTF-8"),
+    })?;
     let lines = input::parse_all(&text, format)?;
+    // Lines mostly name one host (or "-"): consecutive values share it.
+    let mut last: Option<Arc<str>> = None;
     Ok(lines
         .into_iter()
         .map(|l| Value {
-            host: if l.host == "-" {
-                conn.host.clone()
-            } else {
-                l.host
+            host: {
+                let h = if l.host == "-" { &conn.host } else { &l.host };
+                match &last {
+                    Some(a) if **a == **h => Arc::clone(a),
+                    _ => {
+                        let a: Arc<str> = h.as_str().into();
+                        last = Some(Arc::clone(&a));
+                        a
+                    }
+                }
             },
             key: l.key,
             value: l.value,
@@ -306,7 +520,7 @@ pub fn read_input(
         .collect())
 }
 
-fn print_lines(values: &[Value], format: InputFormat) -> anyhow::Result<()> {
+fn print_lines(values: &[Value], format: InputFormat) -> outcome::Result<()> {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     for v in values {
@@ -318,8 +532,7 @@ fn print_lines(values: &[Value], format: InputFormat) -> anyhow::Result<()> {
             }
             _ => (None, None),
         };
-        input::write_line(&mut out, &v.host, &v.key, &v.value, clock, ns)?;
+        input::write_line(&mut out, &v.host, &v.key, &v.value, clock, ns).map_err(Error::output)?;
     }
-    out.flush()?;
-    Ok(())
+    out.flush().map_err(Error::output)
 }

@@ -8,11 +8,16 @@ use concierge_courier::{run, Cli, TOOL};
 
 fn main() -> ExitCode {
     let started = Instant::now();
-    let cli: Cli = outcome::parse_args(TOOL, Contract::ValueLine);
+    let value_line = Contract::ValueLine { started };
+    let cli: Cli = match outcome::parse_args(TOOL, value_line) {
+        Ok(cli) => cli,
+        Err(exit) => return exit,
+    };
+    // A dry run's stdout carries the input lines instead of the value line.
     let contract = if cli.writes_lines() {
         Contract::Document
     } else {
-        Contract::ValueLine
+        value_line
     };
-    outcome::finish(TOOL, contract, || started.elapsed(), run(&cli, started))
+    outcome::finish(TOOL, contract, run(&cli, started))
 }

@@ -1,5 +1,9 @@
 //! The courier's command-line contract, without Zabbix: dry runs, usage errors and input files.
 
+use std::io::Write;
+use std::process::{Command as StdCommand, Stdio};
+
+use assert_cmd::cargo::CommandCargoExt;
 use assert_cmd::Command;
 use predicates::prelude::*;
 
@@ -9,7 +13,10 @@ const SAMPLE: &str = concat!(
 );
 
 fn courier() -> Command {
-    Command::cargo_bin("concierge-courier").unwrap()
+    let mut c = Command::cargo_bin("concierge-courier").unwrap();
+    // Off the machine's state directory, where the default spool would be.
+    c.env("CONCIERGE_STATE_DIR", "/nonexistent/concierge-tests-state");
+    c
 }
 
 #[test]
@@ -93,8 +100,16 @@ fn usage_errors_print_code_minus_seven_and_one_line() {
             "timer[{name}]",
         ],
         vec!["timers", SAMPLE, "-z", "127.0.0.1:0"],
+        vec!["timers", SAMPLE, "-z", "127.0.0.1", "-p", "0"],
+        vec!["timers", SAMPLE, "-z", "127.0.0.1", "-sh", "-I127.0.0.1x"],
+        // TEST-NET-1 (RFC 5737): an IP address, but none of this machine's.
+        vec!["timers", SAMPLE, "-z", "127.0.0.1", "-sh", "-I192.0.2.1"],
         vec!["timers", SAMPLE, "-z", "127.0.0.1", "-s", "bad/host"],
         vec!["timers", SAMPLE, "-z", "127.0.0.1", "-t", "forever"],
+        // An empty SOURCE is an argument error, whatever else the line says.
+        vec!["timers", "", "-s", "x"],
+        vec!["timers", "", "-s", "x", "-z", "127.0.0.1"],
+        vec!["-i", "", "-s", "x", "-z", "127.0.0.1"],
     ] {
         courier()
             .args(&args)
@@ -103,6 +118,19 @@ fn usage_errors_print_code_minus_seven_and_one_line() {
             .stdout("-7\n")
             .stderr(predicate::function(|e: &str| e.lines().count() == 1));
     }
+}
+
+#[test]
+fn clap_tips_survive_the_one_line_rendering() {
+    courier()
+        .args(["timers", SAMPLE, "--dry-run", "-s", "h", "--stat", "p99"])
+        .assert()
+        .code(1)
+        .stdout("-7\n")
+        .stderr(
+            "concierge-courier: unexpected argument '--stat' found \
+             (tip: a similar argument exists: '--stats'; see --help)\n",
+        );
 }
 
 #[test]
@@ -124,6 +152,19 @@ fn a_bad_input_line_is_unparsable_and_nothing_is_sent() {
         .code(1)
         .stdout("-2\n")
         .stderr(predicate::str::contains("line 2"));
+}
+
+#[test]
+fn an_input_file_that_is_not_utf8_is_unparsable() {
+    courier()
+        .args(["-i", "-", "-z", "127.0.0.1:1", "-s", "h"])
+        .write_stdin(&b"h k 1\nh k \xff\n"[..])
+        .assert()
+        .code(1)
+        .stdout("-2\n")
+        .stderr(predicate::str::contains(
+            "input line 2: input stdin is not valid UTF-8",
+        ));
 }
 
 #[test]
@@ -162,4 +203,143 @@ fn all_kinds_go_out_from_one_fetch() {
         .assert()
         .code(1)
         .stdout("-7\n");
+}
+
+const PROM: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../concierge-core/tests/fixtures/prometheus_every_type.om.txt"
+);
+
+#[test]
+fn prometheus_samples_go_to_their_series_keys() {
+    let out = courier()
+        .args([
+            "prometheus",
+            PROM,
+            "--dry-run",
+            "-s",
+            "app",
+            "--filter",
+            "http_*,task_state",
+        ])
+        .assert()
+        .success()
+        .stderr("");
+    let text = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+    assert_eq!(
+        text.lines().collect::<Vec<_>>(),
+        [
+            r#""app" "prometheus.counter[http_requests_total,\"code=\\\"200\\\",method=\\\"GET\\\"\"]" "1027""#,
+            r#""app" "prometheus.counter[http_requests_total,\"code=\\\"500\\\",method=\\\"POST\\\"\"]" "3""#,
+            r#""app" "prometheus.state[task_state,task_state=\"starting\"]" "0""#,
+            r#""app" "prometheus.state[task_state,task_state=\"running\"]" "1""#,
+            r#""app" "prometheus.state[task_state,task_state=\"stopped\"]" "0""#,
+        ]
+    );
+}
+
+#[test]
+fn prometheus_non_numbers_are_counted_and_quantiles_computed() {
+    courier()
+        .args(["prometheus", PROM, "--dry-run", "-s", "app", "--filter", "not_a_number,request_duration_seconds"])
+        .args(["--exclude", "*_bucket", "--quantiles", "0.5"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(
+            r#""app" "prometheus.histogram[request_duration_seconds,\"quantile=\\\"0.5\\\",route=\\\"/api\\\"\"]" "0.1""#,
+        ))
+        .stderr("concierge-courier: skipped 1 value(s) Zabbix cannot store as numbers (first: not_a_number = NaN)\n");
+}
+
+#[test]
+fn prometheus_errors_are_one_line_with_their_code() {
+    // An OpenMetrics document cut short: unparsable (-2), nothing sent.
+    courier()
+        .args([
+            "prometheus",
+            "-",
+            "-z",
+            "127.0.0.1:9",
+            "-s",
+            "app",
+            "--format",
+            "openmetrics",
+        ])
+        .write_stdin("# TYPE a gauge\na 1\n")
+        .assert()
+        .code(1)
+        .stdout("-2\n")
+        .stderr(
+            predicate::str::contains("does not end with # EOF")
+                .and(predicate::function(|e: &str| e.lines().count() == 1)),
+        );
+    // Prometheus options with a Dropwizard kind, and Dropwizard options with prometheus.
+    for args in [
+        vec!["timers", SAMPLE, "--filter", "x"],
+        vec!["prometheus", PROM, "--stats", "count"],
+        vec!["prometheus", PROM, "--quantiles", "1.5"],
+    ] {
+        courier()
+            .args(&args)
+            .args(["-z", "127.0.0.1:9", "-s", "app"])
+            .assert()
+            .code(1)
+            .stdout("-7\n");
+    }
+}
+
+#[test]
+fn a_reader_that_closes_early_is_a_clean_exit() {
+    // 3000 timers: 33,000 input lines, far more than a pipe holds, so writes hit EPIPE.
+    let timers: Vec<String> = (0..3000)
+        .map(|i| format!(r#""app.timer-{i}":{{"count":{i},"max":1.5,"mean":0.5,"p95":1.2}}"#))
+        .collect();
+    let doc = format!(r#"{{"timers":{{{}}}}}"#, timers.join(","));
+    let mut courier = StdCommand::cargo_bin("concierge-courier")
+        .map(|mut c| {
+            c.env("CONCIERGE_STATE_DIR", "/nonexistent/concierge-tests-state");
+            c
+        })
+        .unwrap()
+        .args(["all", "-", "--dry-run", "-s", "h"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = courier.stdin.take().unwrap();
+    let feeder = std::thread::spawn(move || stdin.write_all(doc.as_bytes()));
+    // `| head -1`: a real pipe whose reader exits after the first line.
+    let head = StdCommand::new("head")
+        .arg("-1")
+        .stdin(Stdio::from(courier.stdout.take().unwrap()))
+        .output()
+        .unwrap();
+    let out = courier.wait_with_output().unwrap();
+    feeder.join().unwrap().unwrap();
+    assert_eq!(String::from_utf8_lossy(&head.stdout).lines().count(), 1);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.is_empty(), "{stderr}");
+}
+
+#[test]
+fn a_huge_metric_name_is_shown_short() {
+    let doc = format!(
+        r#"{{"timers":{{"{}":{{"count":1}}}}}}"#,
+        "n".repeat(300_000)
+    );
+    let out = courier()
+        .args(["timers", "-", "--dry-run", "-s", "h"])
+        .write_stdin(doc)
+        .assert()
+        .code(1)
+        .get_output()
+        .clone();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.len() < 2000, "{stderr:.300}");
+    assert!(
+        stderr.contains("skipping metric \"nnn") && stderr.contains("…(300000 bytes)"),
+        "{stderr:.300}"
+    );
 }

@@ -8,11 +8,9 @@ use concierge_discover::{run, Cli, TOOL};
 
 fn main() -> ExitCode {
     let started = Instant::now();
-    let cli: Cli = outcome::parse_args(TOOL, Contract::Document);
-    outcome::finish(
-        TOOL,
-        Contract::Document,
-        || started.elapsed(),
-        run(&cli, started),
-    )
+    let cli: Cli = match outcome::parse_args(TOOL, Contract::Document) {
+        Ok(cli) => cli,
+        Err(exit) => return exit,
+    };
+    outcome::finish(TOOL, Contract::Document, run(&cli, started))
 }

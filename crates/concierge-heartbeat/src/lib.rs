@@ -7,18 +7,18 @@
 
 pub mod schedule;
 
-use std::io::Write;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use clap::Parser;
-use concierge_core::cli::{self, Connection, ConnectionArgs};
+use concierge_core::cli::{self, Connection, ConnectionArgs, SpoolArgs};
 use concierge_core::deadline::Deadline;
-use concierge_core::outcome::{Failure, UsageError};
+use concierge_core::outcome::{self, Context, Failure, UsageError};
 use concierge_core::signals::{self, Signal, Signals};
+use concierge_core::spool::{self, Spool};
 use concierge_core::system;
 use concierge_core::zabbix::active::{self, Announcement, Registration, MAX_METADATA_CHARS};
 use concierge_core::zabbix::key;
+use concierge_core::zabbix::route::Route;
 use concierge_core::zabbix::sender::{self, DeliveryError, Summary, Timestamp, Value};
 
 use schedule::Schedule;
@@ -32,11 +32,16 @@ pub const DEFAULT_KEY: &str = "container.state";
 /// Longest time the goodbye (the 0 on stop) may take, so a 10 s stop timeout is never reached.
 pub const GOODBYE_BUDGET: Duration = Duration::from_secs(3);
 
+/// Shortest `--every`: a faster cadence only loads the server (its `nodata()` triggers work in
+/// seconds), and a 0 or 1 ms period would make the coprocess a busy loop.
+pub const MIN_EVERY: Duration = Duration::from_millis(100);
+
 /// Command line of concierge-heartbeat.
 #[derive(Debug, Parser)]
 #[command(
     name = TOOL,
-    version,
+    version = concierge_core::version::SHORT,
+    long_version = concierge_core::version::LONG,
     about = "Push container.state to Zabbix: once, or on a cadence with 0 on stop.",
     after_help = after_help()
 )]
@@ -53,14 +58,17 @@ pub struct Cli {
     #[arg(short = 'k', long = "key", default_value = DEFAULT_KEY)]
     pub key: String,
 
-    /// Run as a coprocess: beat on this cadence (10s, 2s, 500ms) until SIGTERM or SIGINT,
-    /// then send 0 and exit.
-    #[arg(long, value_name = "DURATION", value_parser = cli::parse_duration)]
+    /// Run as a coprocess: beat on this cadence (10s, 2s, 500ms; at least 100ms) until SIGTERM
+    /// or SIGINT, then send 0 and exit.
+    #[arg(long, value_name = "DURATION", value_parser = parse_every)]
     pub every: Option<Duration>,
 
     /// Announce the host to Zabbix (active-checks request) so autoregistration actions create
-    /// it: before the first beat, then every --register-every, and again when Zabbix stops
-    /// knowing the host.
+    /// it: before the first beat, then every --register-every, and again (at most every 10 s)
+    /// while Zabbix refuses the beats of an unknown host. Create the autoregistration action
+    /// before the container starts: Zabbix 7.0 ignores a host's identical re-announce for 120 s
+    /// after the first one, so a host that announced before the action existed registers only
+    /// then (6.0 acts on every announce).
     #[arg(long)]
     pub register: bool,
 
@@ -73,13 +81,17 @@ pub struct Cli {
     #[arg(long, value_name = "ADDRESS", requires = "register")]
     pub interface: Option<String>,
 
-    /// With --every --register: how often to announce again.
+    /// With --every --register: how often to announce again (Zabbix 7.0 acts on an unchanged
+    /// announce at most every 120 s).
     #[arg(long, value_name = "DURATION", value_parser = cli::parse_duration, default_value = "60s")]
     pub register_every: Duration,
 
     /// Log every beat on stderr, not only changes.
     #[arg(short = 'v', long)]
     pub verbose: bool,
+
+    #[command(flatten)]
+    pub spool: SpoolArgs,
 }
 
 fn after_help() -> String {
@@ -87,7 +99,14 @@ fn after_help() -> String {
         "{}\nWith --every nothing is printed on stdout; problems and recoveries go to stderr,\n\
          and the exit status is 0 once the 0 was delivered on stop.\n\
          Host name: -s, else Hostname from -c, else the system host name extended with the\n\
-         container id (unique per container even with network_mode: host).",
+         container id (unique per container even with network_mode: host).\n\n\
+         Examples:\n\
+         \x20 # one beat (container.state=1) for host shop-1; prints the elapsed seconds\n\
+         \x20 concierge-heartbeat up -z 127.0.0.1 -s shop-1\n\
+         \x20 # the coprocess: register the container, beat every 10 s, send 0 on SIGTERM\n\
+         \x20 concierge-heartbeat up --every 10s --register --metadata \"concierge service=shop\" -c /etc/zabbix/zabbix_agentd.conf\n\
+         \x20 # tell Zabbix now that the container is going down\n\
+         \x20 concierge-heartbeat down -c /etc/zabbix/zabbix_agentd.conf",
         Failure::help_table(&Failure::SENDING)
     )
 }
@@ -97,6 +116,19 @@ impl Cli {
     pub fn is_coprocess(&self) -> bool {
         self.every.is_some()
     }
+}
+
+/// `--every`: a duration of at least [`MIN_EVERY`] (checked while parsing, so a too-short
+/// period is a usage error like any other bad argument: -7).
+pub fn parse_every(text: &str) -> Result<Duration, String> {
+    let every = cli::parse_duration(text)?;
+    if every < MIN_EVERY {
+        return Err(format!(
+            "{text:?} is below the minimum of {}ms",
+            MIN_EVERY.as_millis()
+        ));
+    }
+    Ok(every)
 }
 
 /// The value a state word stands for.
@@ -114,27 +146,34 @@ pub fn state_value(state: &str) -> Result<String, UsageError> {
 /// Everything a run needs, resolved from the command line and the agent configuration.
 struct Heart {
     conn: Connection,
+    /// Where each destination's nodes sent the host: kept from beat to beat, so beats go
+    /// straight to the proxy a redirect named until a reset or a failure sends them back.
+    routes: Vec<Route>,
     key: String,
     value: String,
     announcement: Option<Announcement>,
     verbose: bool,
+    /// Beats (and the 0) no destination took, for the next send that reaches Zabbix.
+    spool: Option<Spool>,
+    /// Whether the next send says what it kept (once per outage, or every beat with -v).
+    tell_kept: bool,
 }
 
 /// Run one shot or the coprocess, as the command line says.
-pub fn run(cli: &Cli, started: Instant) -> anyhow::Result<()> {
+pub fn run(cli: &Cli, started: Instant) -> outcome::Result<()> {
     // Signals must be blocked before any thread exists, so every thread inherits the mask.
     let signals = match cli.every {
-        Some(_) => Some(Signals::block().context("cannot block stop signals")?),
+        Some(_) => Some(Signals::block()?),
         None => None,
     };
-    let heart = prepare(cli, started)?;
+    let mut heart = prepare(cli, started)?;
     match (cli.every, signals) {
         (Some(period), Some(signals)) => heart.beat_every(period, cli.register_every, &signals),
         _ => heart.once(),
     }
 }
 
-fn prepare(cli: &Cli, started: Instant) -> anyhow::Result<Heart> {
+fn prepare(cli: &Cli, started: Instant) -> outcome::Result<Heart> {
     let value = state_value(&cli.state)?;
     key::validate(&cli.key)?;
     let conn = cli
@@ -165,7 +204,11 @@ fn prepare(cli: &Cli, started: Instant) -> anyhow::Result<Heart> {
     } else {
         None
     };
+    let spool = cli.spool.open(TOOL, &conn)?;
     Ok(Heart {
+        spool,
+        tell_kept: true,
+        routes: conn.destinations.iter().map(Route::new).collect(),
         conn,
         key: cli.key.clone(),
         value,
@@ -176,21 +219,26 @@ fn prepare(cli: &Cli, started: Instant) -> anyhow::Result<Heart> {
 
 impl Heart {
     /// Send the value once (after registering, if asked) inside the run's deadline.
-    fn once(&self) -> anyhow::Result<()> {
-        if let Some(a) = &self.announcement {
-            self.announce(a, &self.conn.deadline)?;
+    fn once(&mut self) -> outcome::Result<()> {
+        let deadline = self.conn.deadline;
+        if let Some(a) = self.announcement.clone() {
+            self.announce(&a, &deadline)?;
         }
-        self.send(&self.value, &self.conn.deadline)?;
+        let value = self.value.clone();
+        self.send(&value, &deadline).map_err(|e| {
+            let (dests, connect) = (&self.conn.destinations, &self.conn.sender.connect);
+            active::explain(e, &self.conn.host, dests, &deadline, connect)
+        })?;
         Ok(())
     }
 
     /// Beat until a stop signal, then say goodbye with a 0.
     fn beat_every(
-        &self,
+        &mut self,
         period: Duration,
         register_every: Duration,
         signals: &Signals,
-    ) -> anyhow::Result<()> {
+    ) -> outcome::Result<()> {
         // Each beat, retries included, must be over before the next is due.
         let beat_budget = self.conn.deadline.budget().min(period.mul_f64(0.8));
         let schedule = Schedule::new(Instant::now(), period);
@@ -202,15 +250,17 @@ impl Heart {
         ));
         loop {
             let deadline = Deadline::after(beat_budget);
-            if let Some(a) = &self.announcement {
+            if let Some(a) = self.announcement.clone() {
                 if last_announce.is_none_or(|t| t.elapsed() >= register_every) {
                     last_announce = Some(Instant::now());
-                    if let Err(e) = self.announce(a, &deadline) {
+                    if let Err(e) = self.announce(&a, &deadline) {
                         self.log(&format!("registration failed: {e:#}"));
                     }
                 }
             }
-            match self.send(&self.value, &deadline) {
+            let value = self.value.clone();
+            self.tell_kept = failures == 0 || self.verbose;
+            match self.send(&value, &deadline) {
                 Ok(summary) => {
                     if failures > 0 {
                         self.log(&format!("beats delivered again after {failures} failed"));
@@ -240,35 +290,159 @@ impl Heart {
         }
     }
 
-    /// Send 0 and report whether it arrived.
-    fn goodbye(&self, sig: i32) -> anyhow::Result<()> {
+    /// Send 0, trying again until the stop budget ends; a 0 that never arrived is spooled
+    /// with the stop's clock, for the next run (the container's next start) to deliver.
+    fn goodbye(&mut self, sig: i32) -> outcome::Result<()> {
+        let stopped = Timestamp::now();
         self.log(&format!("signal {sig}: sending {}=0", self.key));
         let budget = self.conn.deadline.budget().min(GOODBYE_BUDGET);
-        let summary = self
-            .send("0", &Deadline::after(budget))
-            .context("the stop state (0) was not delivered")?;
+        let deadline = Deadline::after(budget);
+        let spool = self.spool.take();
+        let mut attempts = 0u32;
+        let result = loop {
+            attempts += 1;
+            let live = vec![self.value_now("0")];
+            // The spool's backlog rides along with the first attempt only, so it cannot
+            // slow the retries of the 0.
+            let from = if attempts == 1 { spool.as_ref() } else { None };
+            match self.send_values(from, live, stopped, &deadline, false) {
+                Ok(summary) => break Ok(summary),
+                // Answered: the server has the 0 (and refused it); asking again cannot help.
+                Err(e @ DeliveryError::Partial { .. }) => break Err((e, true)),
+                Err(e) => {
+                    let pause = Duration::from_millis(250).min(deadline.remaining());
+                    if deadline.expired() || pause < Duration::from_millis(50) {
+                        break Err((e, false));
+                    }
+                    std::thread::sleep(pause);
+                }
+            }
+        };
+        self.spool = spool;
+        let result = match result {
+            Ok(summary) => Ok(summary),
+            Err((e, true)) => Err(e),
+            Err((e, false)) => {
+                if let Some(s) = &self.spool {
+                    let zero = [self.value_now("0")];
+                    match s.store(&zero, stopped) {
+                        Ok(_) => self.log(&format!(
+                            "the 0 was not delivered in {attempts} attempt(s): kept in the \
+                             spool {} with the stop's clock for the next run",
+                            s.path().display()
+                        )),
+                        Err(se) => self.log(&format!("{se}: the 0 is lost")),
+                    }
+                }
+                Err(e)
+            }
+        };
+        let summary = result.context("the stop state (0) was not delivered")?;
         if self.verbose {
             self.log(&format!("goodbye: {summary}"));
         }
         Ok(())
     }
 
-    fn send(&self, value: &str, deadline: &Deadline) -> Result<Summary, DeliveryError> {
-        let v = [Value {
-            host: self.conn.host.clone(),
+    /// A value of this host's item; the clock is left to the server unless it is spooled.
+    fn value_now(&self, value: &str) -> Value {
+        Value {
+            host: self.conn.host.as_str().into(),
             key: self.key.clone(),
             value: value.to_string(),
-            clock: Some(Timestamp::now()),
-        }];
-        match sender::send(&self.conn.destinations, &v, deadline, &self.conn.sender) {
-            Ok(delivery) => delivery.into_result(),
+            clock: None,
+        }
+    }
+
+    /// Send `value` now (the spool's values ahead of it, and it kept there on failure).
+    fn send(&mut self, value: &str, deadline: &Deadline) -> Result<Summary, DeliveryError> {
+        let now = Timestamp::now();
+        let live = vec![self.value_now(value)];
+        let spool = self.spool.take();
+        let result = self.send_values(spool.as_ref(), live, now, deadline, true);
+        self.spool = spool;
+        result
+    }
+
+    fn send_values(
+        &mut self,
+        spool: Option<&Spool>,
+        live: Vec<Value>,
+        at: Timestamp,
+        deadline: &Deadline,
+        keep: bool,
+    ) -> Result<Summary, DeliveryError> {
+        let before = self.places();
+        let sent = spool::send(
+            spool,
+            &mut self.routes,
+            live,
+            keep.then_some(at),
+            deadline,
+            &self.conn.sender,
+            spool::Tell {
+                tool: TOOL,
+                kept: self.tell_kept,
+            },
+        );
+        self.log_moves(&before);
+        match sent {
+            Ok(sent) => {
+                let from_spool = sent.delivered_from_spool();
+                if from_spool > 0 {
+                    self.log(&format!(
+                        "delivered {from_spool} spooled value(s) with their clocks"
+                    ));
+                }
+                if let Some(loss) = &sent.loss {
+                    self.log(&loss.to_string());
+                }
+                sent.delivery.into_result()
+            }
             Err(e) => Err(DeliveryError::Failed(sender::SendError::Transport(e))),
         }
     }
 
-    fn announce(&self, who: &Announcement, deadline: &Deadline) -> anyhow::Result<()> {
-        for d in &self.conn.destinations {
-            match active::announce(d, who, deadline, &self.conn.sender.connect)? {
+    /// Where each destination's redirect points now.
+    fn places(&self) -> Vec<Option<String>> {
+        self.routes
+            .iter()
+            .map(|r| r.redirected(&self.conn.host).map(ToString::to_string))
+            .collect()
+    }
+
+    /// Say where a redirect moved the host, or that a redirect was forgotten.
+    fn log_moves(&self, before: &[Option<String>]) {
+        for (route, was) in self.routes.iter().zip(before) {
+            let now = route.redirected(&self.conn.host).map(ToString::to_string);
+            if now == *was {
+                continue;
+            }
+            let d = route.destination();
+            match &now {
+                Some(to) => self.log(&format!(
+                    "{d}: redirected: host {:?} is at {to}",
+                    self.conn.host
+                )),
+                None => self.log(&format!("{d}: redirect forgotten")),
+            }
+        }
+    }
+
+    fn announce(&mut self, who: &Announcement, deadline: &Deadline) -> outcome::Result<()> {
+        let before = self.places();
+        let connect = self.conn.sender.connect.clone();
+        let mut result = Ok(());
+        for i in 0..self.routes.len() {
+            let d = self.routes[i].destination().clone();
+            let answer = match active::announce(&mut self.routes[i], who, deadline, &connect) {
+                Ok(a) => a,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            };
+            match answer {
                 Registration::Requested => self.log(&format!(
                     "{d}: host {:?} not known yet: registration requested",
                     who.host
@@ -279,11 +453,12 @@ impl Heart {
                 Registration::Known => {}
             }
         }
-        Ok(())
+        self.log_moves(&before);
+        result.map_err(Into::into)
     }
 
     fn log(&self, msg: &str) {
-        let _ = writeln!(std::io::stderr(), "{TOOL}: {msg}");
+        outcome::warn(TOOL, msg);
     }
 }
 
@@ -317,5 +492,16 @@ mod tests {
         assert!(state_value("-1").is_err());
         assert!(state_value("NaN").is_err());
         assert!(state_value("alive").is_err());
+    }
+
+    #[test]
+    fn every_has_a_floor_of_100ms() {
+        assert_eq!(parse_every("100ms"), Ok(MIN_EVERY));
+        assert_eq!(parse_every("10s"), Ok(Duration::from_secs(10)));
+        for short in ["99ms", "1ms", "0.05"] {
+            let e = parse_every(short).unwrap_err();
+            assert!(e.contains("below the minimum of 100ms"), "{short}: {e}");
+        }
+        assert!(parse_every("0s").is_err());
     }
 }

@@ -8,11 +8,16 @@ use concierge_heartbeat::{run, Cli, TOOL};
 
 fn main() -> ExitCode {
     let started = Instant::now();
-    let cli: Cli = outcome::parse_args(TOOL, Contract::ValueLine);
+    let value_line = Contract::ValueLine { started };
+    let cli: Cli = match outcome::parse_args(TOOL, value_line) {
+        Ok(cli) => cli,
+        Err(exit) => return exit,
+    };
+    // The coprocess prints nothing on stdout: it tells its story on stderr.
     let contract = if cli.is_coprocess() {
         Contract::Document
     } else {
-        Contract::ValueLine
+        value_line
     };
-    outcome::finish(TOOL, contract, || started.elapsed(), run(&cli, started))
+    outcome::finish(TOOL, contract, run(&cli, started))
 }

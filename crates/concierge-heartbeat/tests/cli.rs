@@ -2,8 +2,10 @@
 //! (fault injection: a closed port). Behaviour against a real server is in the workspace's
 //! tests/heartbeat_lab.rs.
 
+use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::process::{Command as StdCommand, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use assert_cmd::cargo::CommandCargoExt;
@@ -11,7 +13,10 @@ use assert_cmd::Command;
 use predicates::prelude::*;
 
 fn heartbeat() -> Command {
-    Command::cargo_bin("concierge-heartbeat").unwrap()
+    let mut c = Command::cargo_bin("concierge-heartbeat").unwrap();
+    // Off the machine's state directory, where the default spool would be.
+    c.env("CONCIERGE_STATE_DIR", "/nonexistent/concierge-tests-state");
+    c
 }
 
 fn closed_port() -> u16 {
@@ -31,6 +36,11 @@ fn usage_errors_print_minus_seven() {
         vec!["up", "-s", "h"],
         vec!["up", "-z", "127.0.0.1", "-s", "h", "--key", "bad key"],
         vec!["up", "-z", "127.0.0.1", "-s", "h", "--every", "0s"],
+        // Below the 100 ms floor: a busy loop against the server (issue 15).
+        vec!["up", "-z", "127.0.0.1", "-s", "h", "--every", "1ms"],
+        vec!["up", "-z", "127.0.0.1", "-s", "h", "--every", "99ms"],
+        vec!["up", "-z", "127.0.0.1", "-s", "h", "-p", "0"],
+        vec!["up", "-z", "127.0.0.1", "-s", "h", "-I", "192.0.2.1"],
     ] {
         heartbeat()
             .args(&args)
@@ -56,6 +66,10 @@ fn one_shot_to_a_closed_port_is_unreachable_within_the_deadline() {
 #[test]
 fn sigterm_during_an_outage_ends_the_coprocess_promptly() {
     let mut child = StdCommand::cargo_bin("concierge-heartbeat")
+        .map(|mut c| {
+            c.env("CONCIERGE_STATE_DIR", "/nonexistent/concierge-tests-state");
+            c
+        })
         .unwrap()
         .args(["up", "--every", "500ms", "-s", "h", "-t", "2s", "-z"])
         .arg(format!("127.0.0.1:{}", closed_port()))
@@ -63,7 +77,26 @@ fn sigterm_during_an_outage_ends_the_coprocess_promptly() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(1200));
+    // stderr, line by line, as it comes.
+    let (tx, lines) = mpsc::channel();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let reader = std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    // Readiness: the first beat has failed (so the stop signals are blocked and the outage is
+    // under way), said on stderr.
+    let mut seen = Vec::new();
+    while !seen
+        .iter()
+        .any(|l: &String| l.contains("beat failed (will keep beating)"))
+    {
+        match lines.recv_timeout(Duration::from_secs(10)) {
+            Ok(line) => seen.push(line),
+            Err(e) => panic!("no failed beat within 10 s ({e}): {seen:?}"),
+        }
+    }
     assert!(
         child.try_wait().unwrap().is_none(),
         "beats on through the outage"
@@ -73,18 +106,18 @@ fn sigterm_during_an_outage_ends_the_coprocess_promptly() {
         .status()
         .unwrap();
     assert!(status.success());
-    let t = Instant::now();
-    let out = loop {
-        if child.try_wait().unwrap().is_some() {
-            break child.wait_with_output().unwrap();
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(6),
-            "still running 6 s after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
+    let pid = child.id().to_string();
+    let (done, exited) = mpsc::channel();
+    std::thread::spawn(move || done.send(child.wait_with_output()));
+    let Ok(out) = exited.recv_timeout(Duration::from_secs(6)) else {
+        let _ = StdCommand::new("kill").args(["-KILL", &pid]).status();
+        panic!("still running 6 s after SIGTERM: {seen:?}");
     };
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let out = out.unwrap();
+    // stderr is closed now: the reader has everything.
+    reader.join().unwrap();
+    seen.extend(lines.try_iter());
+    let stderr = seen.join("\n");
     // The goodbye could not be delivered: a failure, said on stderr; nothing on stdout.
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(out.stdout.is_empty());

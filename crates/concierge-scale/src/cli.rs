@@ -7,29 +7,56 @@ use std::time::Duration;
 use clap::Parser;
 use concierge_core::cli::{parse_duration, ConnectionArgs};
 use concierge_core::outcome::UsageError;
-use concierge_core::zabbix::destination::DEFAULT_PORT;
+use concierge_core::scaling::{MAX_COUNT, STATE_DIR, STATE_DIR_ENV};
+use concierge_core::text::shown;
 
 use crate::engine::compose::{self, Compose, Project};
 use crate::engine::kubectl::Kubectl;
 use crate::engine::swarm::Swarm;
 use crate::engine::{DockerOptions, Engine, EngineKind, Runner};
 use crate::plan::{Action, Bounds};
-use crate::{state, DEFAULT_MAX, MAX_COUNT, STATE_DIR_ENV, TOOL};
+use crate::resize::ResizeArgs;
+use crate::{DEFAULT_MAX, TOOL};
 
 const AFTER_HELP: &str = "\
 Positional numbers follow the talk's scheduler (action, service, current scale, increment):
   up|down SERVICE [CURRENT [STEP]]    STEP defaults to 1
   to SERVICE [CURRENT] TARGET         with one number, it is the TARGET
+  heal SERVICE [CURRENT]              back up to the count the last scaling decided
 CURRENT (e.g. a Zabbix macro) is only a hint: the count is read from the engine, and CURRENT
 is used only when the engine cannot be asked (a mismatch is logged). '-' or '' means none.
 Put -- before the positionals when they come from macros: `concierge-scale [OPTIONS] up -- web 3`.
 
 Bounds: up never lowers the count, down never raises it; a clamp that leaves the count where
-it is, is a deliberate no-op. --max defaults to 10.
+it is, is a deliberate no-op. --max defaults to 10. --step-times K multiplies STEP (a Zabbix
+action's escalated steps).
+
+Self-healing: heal reads the count the last scaling decided from the state file (none: --min),
+and scales up to it when the engine reports fewer (a container was killed or crashed). It never
+lowers the count, ignores --cooldown and keeps its clock. A scale-down records its lower count
+before it stops a container, under the lock heal waits for: the stopped container's 'state 0'
+problem then finds nothing to heal (outcome noop).
+
+Vertical scaling: resize SERVICE [--cpus N] [--memory SIZE] sets the CPU and memory limits
+(CPUs with at most 3 decimals; SIZE as docker writes it: 256m, 1g), read back from the engine
+first, clamped to --min-cpus/--max-cpus (default 0.1..4) and --min-memory/--max-memory
+(default 64m..4g), under the same lock, with a cooldown of its own (--cooldown), logged like
+a scaling; stdout: the limits after the call (cpus=0.5 memory=256m). A bad size is an invalid
+argument (exit 1).
+  compose: docker update --cpus --memory --memory-swap (= memory: no swap on top) of every
+           container of the service, in place, no restart. Containers created later get the
+           compose file's limits, not these: concierge-scale keeps the last resize in
+           <key>.resize and applies it to the containers its own `up` creates; anything else
+           that creates containers (a hand-run `up`, a recreate) does not, so put lasting
+           limits in the compose file too (cpus:, mem_limit: or deploy.resources.limits).
+  swarm:   docker service update --detach --limit-cpu --limit-memory (the task template:
+           the swarm rolls the tasks, and later tasks have the limits)
+  kubectl: kubectl set resources TYPE/NAME --limits=cpu=…,memory=… (the pod template)
 
 stdout: the service's count after the call, one line (nothing on failure).
 Exit status:
-  0  scaled, or a deliberate no-op (clamped, already there, cooldown, dry run)
+  0  scaled (or healed), or a deliberate no-op (clamped, already there or nothing to heal,
+     cooldown, dry run)
   1  nothing was scaled: invalid arguments, unusable state dir or log, lock wait exceeded,
      or the engine failed (its stderr is passed through, then a one-line summary)
   2  scaled, but recording it failed: the Zabbix push, the state or the event log (the
@@ -39,21 +66,49 @@ Option names: engine options are docker-compose's (-f, -p, -H); the Zabbix conne
 zabbix_sender's -z, -s, -c, -I, with --zabbix-port and --zabbix-timeout spelled out because
 -p is the compose project and -t would read as a compose timeout.
 
-Files: <state-dir>/<engine>.<project|namespace|%>.<service>.lock (flock) and .state (last
-scaling, for --cooldown); events in <state-dir>/scale-events.jsonl unless --event-log.
-State dir: --state-dir, else $CONCIERGE_STATE_DIR, else /var/lib/concierge.";
+Files: <state-dir>/<engine>.<project|namespace|%>.<service>.lock (flock), .state (last
+scaling, for --cooldown) and .resize (last resize); events in <state-dir>/scale-events.jsonl
+unless --event-log.
+State dir: --state-dir, else $CONCIERGE_STATE_DIR, else /var/lib/concierge.
+
+Examples:
+  # what a Zabbix action runs: one more container of compose service shop, at most 6
+  concierge-scale up -f /srv/shop/docker-compose.yml -p shop --max 6 --cooldown 2m -- shop
+  # half a CPU and 256 MiB for every container of compose service shop, at most 1 CPU
+  concierge-scale resize -f /srv/shop/docker-compose.yml -p shop --max-cpus 1 --cpus 0.5 --memory 256m -- shop
+  # what the heal action runs when a container of shop stops without a scale-down
+  concierge-scale heal -f /srv/shop/docker-compose.yml -p shop --min 1 --max 6 -- shop";
 
 /// Command line of concierge-scale.
 #[derive(Debug, Parser)]
 #[command(
     name = TOOL,
-    version,
-    about = "Scale a compose, swarm or Kubernetes service from a Zabbix action: \
-             bounded, locked, with cooldown, dry run and an event log.",
-    after_help = AFTER_HELP
+    version = concierge_core::version::SHORT,
+    long_version = concierge_core::version::LONG,
+    about = "Scale a compose, swarm or Kubernetes service from a Zabbix action (its count, \
+             or its CPU and memory limits): bounded, locked, with cooldown, dry run and an \
+             event log.",
+    after_help = AFTER_HELP,
+    // zabbix_sender's names, except where compose has them: -p is the project, -H the
+    // daemon, and -t would read as a compose timeout. Each needs the item to push to.
+    mut_arg("port", |a| a.short(None).long("zabbix-port")),
+    mut_arg("host", |a| a.long("zabbix-host").requires("zabbix_item")),
+    mut_arg("timeout", |a| a
+        .short(None)
+        .long("zabbix-timeout")
+        .help("Time limit for the push (default: the agent's Timeout minus 0.5 s)")
+        .requires("zabbix_item")),
+    mut_arg("servers", |a| a
+        .help("Zabbix server or proxy, host[:port], as zabbix_sender -z (',' separates \
+               destinations, ';' the nodes of one HA cluster; repeatable)")
+        .requires("zabbix_item")),
+    mut_arg("config", |a| a.requires("zabbix_item")),
+    mut_arg("source_address", |a| a.requires("zabbix_item")),
+    mut_arg("compress", |a| a.requires("zabbix_item")),
 )]
 pub struct Cli {
-    /// up: add STEP; down: remove STEP; to: go to TARGET.
+    /// up: add STEP; down: remove STEP; to: go to TARGET; heal: back up to the count the last
+    /// scaling decided; resize: set --cpus/--memory.
     #[arg(value_enum)]
     pub action: Action,
 
@@ -63,11 +118,13 @@ pub struct Cli {
     pub service: String,
 
     /// The count the caller believes current; used only when the engine cannot be asked.
-    #[arg(value_name = "CURRENT", allow_hyphen_values = true)]
+    // Negative numbers are let through to be refused with a reason; anything else that starts
+    // with '-' is an option, so a mistyped one (`--mx 3`) is named as such.
+    #[arg(value_name = "CURRENT", allow_negative_numbers = true)]
     pub current: Option<String>,
 
-    /// up/down: how many to add or remove (default 1); to: the target count.
-    #[arg(value_name = "STEP|TARGET", allow_hyphen_values = true)]
+    /// up/down: how many to add or remove (default 1); to: the target count; heal: none.
+    #[arg(value_name = "STEP|TARGET", allow_negative_numbers = true)]
     pub amount: Option<String>,
 
     /// The engine: compose (v2 if `docker compose version` answers, else docker-compose v1),
@@ -150,9 +207,11 @@ pub struct Cli {
     )]
     pub kubectl: PathBuf,
 
-    /// Limit for each engine command (then it is killed), and for waiting on another call's
-    /// lock.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "60s", help_heading = "Engine")]
+    /// One budget for the call's engine commands and the wait for another call's lock; when it
+    /// runs out the engine's whole process group is killed. The default (25s) keeps a call,
+    /// with the Zabbix push, inside a server Timeout of 30 s; keep it below the server's (or
+    /// the 7.0 script's) timeout.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "25s", help_heading = "Engine")]
     pub engine_timeout: Duration,
 
     /// Lowest count.
@@ -163,7 +222,12 @@ pub struct Cli {
     #[arg(long, value_name = "N", allow_negative_numbers = true, default_value_t = DEFAULT_MAX, value_parser = clap::value_parser!(u32).range(0..=i64::from(MAX_COUNT)), help_heading = "Policy")]
     pub max: u32,
 
-    /// After a scaling, refuse to scale this service again for this long (30s, 5m).
+    /// Multiply STEP by K: a Zabbix action's later (escalated) steps scale by more.
+    #[arg(long, value_name = "K", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100), help_heading = "Policy")]
+    pub step_times: u32,
+
+    /// After a scaling, refuse to scale this service again for this long (30s, 5m); heal
+    /// ignores it (it restores a decision already made) and leaves its clock alone.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, help_heading = "Policy")]
     pub cooldown: Option<Duration>,
 
@@ -193,11 +257,14 @@ pub struct Cli {
     pub verbose: bool,
 
     #[command(flatten)]
+    pub resize: ResizeArgs,
+
+    #[command(flatten)]
     pub zabbix: ZabbixArgs,
 }
 
-/// The Zabbix connection, as concierge-core's `ConnectionArgs` with the names that would
-/// clash with compose's spelled out.
+/// The Zabbix push: the item, and concierge-core's connection options (renamed on [`Cli`]
+/// where they would clash with compose's).
 #[derive(Debug, Clone, clap::Args)]
 #[command(next_help_heading = "Zabbix (push the new count after a scaling)")]
 pub struct ZabbixArgs {
@@ -205,64 +272,8 @@ pub struct ZabbixArgs {
     #[arg(long, value_name = "KEY")]
     pub zabbix_item: Option<String>,
 
-    /// Zabbix server or proxy, host[:port] (as zabbix_sender -z; repeatable).
-    #[arg(
-        short = 'z',
-        long = "zabbix-server",
-        value_name = "SERVER",
-        requires = "zabbix_item"
-    )]
-    pub servers: Vec<String>,
-
-    /// Port for -z entries that name none.
-    #[arg(long = "zabbix-port", value_name = "PORT", default_value_t = DEFAULT_PORT)]
-    pub port: u16,
-
-    /// Zabbix host name (default: Hostname from -c, else the system host name).
-    #[arg(
-        short = 's',
-        long = "zabbix-host",
-        value_name = "HOST",
-        requires = "zabbix_item"
-    )]
-    pub host: Option<String>,
-
-    /// Zabbix agent configuration (ServerActive, Hostname, SourceIP, Timeout).
-    #[arg(
-        short = 'c',
-        long = "config",
-        value_name = "FILE",
-        requires = "zabbix_item"
-    )]
-    pub config: Option<PathBuf>,
-
-    /// Local address to connect from.
-    #[arg(
-        short = 'I',
-        long = "source-address",
-        value_name = "IP",
-        requires = "zabbix_item"
-    )]
-    pub source_address: Option<String>,
-
-    /// Time limit for the push (default: the agent's Timeout minus 0.5 s).
-    #[arg(long = "zabbix-timeout", value_name = "DURATION", value_parser = parse_duration, requires = "zabbix_item")]
-    pub timeout: Option<Duration>,
-}
-
-impl ZabbixArgs {
-    /// The shared connection arguments.
-    pub fn connection_args(&self) -> ConnectionArgs {
-        ConnectionArgs {
-            config: self.config.clone(),
-            servers: self.servers.clone(),
-            port: self.port,
-            host: self.host.clone(),
-            source_address: self.source_address.clone(),
-            timeout: self.timeout,
-            compress: false,
-        }
-    }
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
 }
 
 /// The request, validated: nothing here has touched an engine or a file.
@@ -283,7 +294,12 @@ pub fn parse_count_arg(what: &str, text: &str) -> Result<u32, UsageError> {
     let t = text.trim();
     let whole = match t.split_once('.') {
         Some((w, frac)) if !frac.is_empty() && frac.bytes().all(|b| b == b'0') => w,
-        Some(_) => return Err(UsageError(format!("{what} {text:?} is not a whole number"))),
+        Some(_) => {
+            return Err(UsageError(format!(
+                "{what} {:?} is not a whole number",
+                shown(text)
+            )))
+        }
         None => t,
     };
     if whole.is_empty() || !whole.bytes().all(|b| b.is_ascii_digit()) {
@@ -292,12 +308,13 @@ pub fn parse_count_arg(what: &str, text: &str) -> Result<u32, UsageError> {
         } else {
             "is not a whole number"
         };
-        return Err(UsageError(format!("{what} {text:?} {why}")));
+        return Err(UsageError(format!("{what} {:?} {why}", shown(text))));
     }
     match whole.parse::<u32>() {
         Ok(n) if n <= MAX_COUNT => Ok(n),
         _ => Err(UsageError(format!(
-            "{what} {text:?} is too large (at most {MAX_COUNT})"
+            "{what} {:?} is too large (at most {MAX_COUNT})",
+            shown(text)
         ))),
     }
 }
@@ -305,6 +322,9 @@ pub fn parse_count_arg(what: &str, text: &str) -> Result<u32, UsageError> {
 impl Request {
     /// Validate the positionals and the bounds.
     pub fn from_cli(cli: &Cli) -> Result<Self, UsageError> {
+        if cli.action == Action::Resize {
+            return Err(UsageError("resize is run by crate::resize".into()));
+        }
         cli.engine
             .validate_service(&cli.service)
             .map_err(|e| UsageError(e.to_string()))?;
@@ -329,17 +349,32 @@ impl Request {
                     "to needs a TARGET: to SERVICE [CURRENT] TARGET".into(),
                 ))
             }
+            (Action::Heal, _, Some(_)) => {
+                return Err(UsageError(
+                    "heal takes no STEP or TARGET (it restores the recorded count): heal \
+                     SERVICE [CURRENT]"
+                        .into(),
+                ))
+            }
             (_, current, amount) => (current, amount.unwrap_or("1").to_string()),
         };
         let hint = hint.map(|h| parse_count_arg("CURRENT", &h)).transpose()?;
+        if cli.step_times != 1 && !matches!(cli.action, Action::Up | Action::Down) {
+            return Err(UsageError(format!(
+                "--step-times applies to up and down, not to {}",
+                cli.action
+            )));
+        }
         let amount = match cli.action {
             Action::To => parse_count_arg("TARGET", &amount)?,
+            // Read from the state file once the lock is held.
+            Action::Heal => 0,
             _ => {
                 let step = parse_count_arg("STEP", &amount)?;
                 if step == 0 {
                     return Err(UsageError("STEP must be at least 1".into()));
                 }
-                step
+                step.saturating_mul(cli.step_times).min(MAX_COUNT)
             }
         };
         Ok(Self {
@@ -365,7 +400,7 @@ impl Cli {
                     .filter(|v| !v.is_empty())
                     .map(PathBuf::from)
             })
-            .unwrap_or_else(|| PathBuf::from(state::DEFAULT_DIR))
+            .unwrap_or_else(|| PathBuf::from(STATE_DIR))
     }
 
     fn docker_options(&self) -> DockerOptions {

@@ -10,11 +10,19 @@ pub mod swarm;
 
 use std::ffi::{OsStr, OsString};
 use std::fmt;
-use std::io::Read;
+use std::io::{Read, Write};
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use concierge_core::deadline::Deadline;
+use concierge_core::outcome;
+use concierge_core::text::{self, shown, Shown};
+
+pub use crate::resources::Limits;
 
 /// Most bytes of an engine's stderr kept for messages and the event log.
 pub const MAX_STDERR: usize = 4096;
@@ -43,6 +51,48 @@ pub trait Engine {
     ) -> Result<Output, EngineError> {
         run_ok(runner, &self.scale_invocation(service, to, from))
     }
+
+    /// The service's resource limits as the engine holds them (`concierge-scale resize`).
+    fn resources(&self, runner: &dyn Runner, service: &str) -> Result<Resources, EngineError>;
+
+    /// The command that sets the limits `to` asks for (a `None` field is left alone), given
+    /// what [`Engine::resources`] found; `None` when there is nothing to run it on (a compose
+    /// service without containers).
+    fn resize_invocation(&self, service: &str, to: &Limits, now: &Resources) -> Option<Invocation>;
+
+    /// Set the limits `to` asks for; `None` when there was nothing to run it on.
+    fn resize(
+        &self,
+        runner: &dyn Runner,
+        service: &str,
+        to: &Limits,
+        now: &Resources,
+    ) -> Result<Option<Output>, EngineError> {
+        self.resize_invocation(service, to, now)
+            .map(|inv| run_ok(runner, &inv))
+            .transpose()
+    }
+
+    /// Whether the service's definition holds the limits, so that what it starts later gets
+    /// them (swarm's service spec, a Kubernetes pod template). Compose's `docker update`
+    /// changes only the containers that exist: concierge-scale then applies the last resize to
+    /// the containers its own scalings create.
+    fn limits_follow_new_containers(&self) -> bool {
+        true
+    }
+}
+
+/// A service's resource limits, as an engine tells them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Resources {
+    /// The limits of the whole service; a field is `None` when the engine could not tell one
+    /// answer (compose containers that disagree, a quantity not understood), `Some(0)` when
+    /// there is no limit.
+    pub limits: Limits,
+    /// The containers a resize changes (compose), as the engine named them.
+    pub containers: Vec<String>,
+    /// Why a limit could not be told, for the event log.
+    pub note: Option<String>,
 }
 
 /// Which engine, as `--engine` names it.
@@ -91,7 +141,12 @@ pub struct ServiceNameError {
 
 impl fmt::Display for ServiceNameError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid service name {:?}: {}", self.name, self.reason)
+        write!(
+            f,
+            "invalid service name {:?}: {}",
+            shown(&self.name),
+            self.reason
+        )
     }
 }
 
@@ -248,6 +303,12 @@ pub trait Runner {
     /// Run `inv` to completion. `Err` only when it could not be started or did not finish in
     /// time; a non-zero exit is an `Ok` output (see [`run_ok`]).
     fn run(&self, inv: &Invocation) -> Result<Output, EngineError>;
+
+    /// What is left of the call's engine budget, when the runner has one (the lock wait
+    /// shares it).
+    fn time_left(&self) -> Option<Duration> {
+        None
+    }
 }
 
 /// Run `inv` and require exit status 0.
@@ -264,43 +325,132 @@ pub fn run_ok(runner: &dyn Runner, inv: &Invocation) -> Result<Output, EngineErr
     }
 }
 
-/// Spawns real processes, each limited to `timeout` (killed after it).
+/// How long the output pipes may stay open once the engine's process group was killed (a
+/// descendant that left the group can hold them): then they are abandoned.
+const PIPE_GRACE: Duration = Duration::from_millis(200);
+
+/// How long the pipes may stay open after the engine exited by itself before its group is
+/// killed (a well-behaved engine closes them as it exits).
+const EXIT_GRACE: Duration = Duration::from_secs(1);
+
+/// Spawns real processes, every one inside one budget for the whole call (`--engine-timeout`).
+/// Each runs in a process group of its own, and the whole group is killed when the budget
+/// runs out, so an engine's children die with it; pipes that a runaway descendant keeps open
+/// are abandoned, never waited for.
 #[derive(Debug, Clone)]
 pub struct SystemRunner {
+    /// The budget, as given (for messages).
     pub timeout: Duration,
+    /// When the budget ends.
+    pub deadline: Deadline,
     /// Echo each command and its stderr to our stderr.
     pub verbose: bool,
+}
+
+impl SystemRunner {
+    /// A runner whose budget of `timeout` starts now.
+    pub fn new(timeout: Duration, verbose: bool) -> Self {
+        Self {
+            timeout,
+            deadline: Deadline::after(timeout),
+            verbose,
+        }
+    }
+}
+
+/// A pipe read on a thread into a shared buffer, so that what came is kept even when the
+/// pipe is abandoned.
+struct Drain {
+    buf: Arc<Mutex<Vec<u8>>>,
+    done: mpsc::Receiver<()>,
+}
+
+impl Drain {
+    fn start<R: Read + Send + 'static>(mut r: R) -> Self {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let (tx, done) = mpsc::channel();
+        let shared = Arc::clone(&buf);
+        std::thread::spawn(move || {
+            let mut chunk = [0u8; 8192];
+            loop {
+                match r.read(&mut chunk) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        let mut b = shared.lock().unwrap_or_else(|e| e.into_inner());
+                        // Keep a bounded amount: messages use MAX_STDERR of it.
+                        if b.len() < 16 * MAX_STDERR {
+                            b.extend_from_slice(&chunk[..n]);
+                        }
+                    }
+                }
+            }
+            let _ = tx.send(());
+        });
+        Self { buf, done }
+    }
+
+    /// Wait until the pipe closes or `limit` passes; true if it closed.
+    fn wait(&self, limit: Duration) -> bool {
+        !matches!(
+            self.done.recv_timeout(limit),
+            Err(mpsc::RecvTimeoutError::Timeout)
+        )
+    }
+
+    fn text(&self) -> String {
+        let b = self.buf.lock().unwrap_or_else(|e| e.into_inner());
+        String::from_utf8_lossy(&b).into_owned()
+    }
+}
+
+/// SIGKILL every process of the group `pgid` (the engine and what it started).
+fn kill_group(pgid: u32) {
+    if let Ok(pgid) = libc::pid_t::try_from(pgid) {
+        // SAFETY: kill(2) with a negative pid signals that process group; no memory involved.
+        unsafe {
+            libc::kill(-pgid, libc::SIGKILL);
+        }
+    }
 }
 
 impl Runner for SystemRunner {
     fn run(&self, inv: &Invocation) -> Result<Output, EngineError> {
         if self.verbose {
-            eprintln!("{}: running: {inv}", crate::TOOL);
+            outcome::warn(crate::TOOL, format_args!("running: {inv}"));
+        }
+        let timed_out = |stderr: String| EngineError::TimedOut {
+            command: inv.to_string(),
+            after: self.timeout,
+            stderr: clip(&stderr),
+        };
+        if self.deadline.expired() {
+            return Err(timed_out(String::new()));
         }
         let mut child = Command::new(&inv.program)
             .args(&inv.args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            .process_group(0)
             .spawn()
             .map_err(|e| EngineError::Spawn {
                 program: inv.program.to_string_lossy().into_owned(),
                 reason: e.to_string(),
             })?;
-        let out = child.stdout.take().map(drain);
-        let err = child.stderr.take().map(drain);
-        let started = Instant::now();
+        let pgid = child.id();
+        let out = child.stdout.take().map(Drain::start);
+        let err = child.stderr.take().map(Drain::start);
         let status = loop {
             match child.try_wait() {
                 Ok(Some(s)) => break Some(s),
-                Ok(None) if started.elapsed() >= self.timeout => {
-                    let _ = child.kill();
+                Ok(None) if self.deadline.expired() => {
+                    kill_group(pgid);
                     let _ = child.wait();
                     break None;
                 }
                 Ok(None) => std::thread::sleep(Duration::from_millis(10)),
                 Err(e) => {
-                    let _ = child.kill();
+                    kill_group(pgid);
                     let _ = child.wait();
                     return Err(EngineError::Spawn {
                         program: inv.program.to_string_lossy().into_owned(),
@@ -309,38 +459,50 @@ impl Runner for SystemRunner {
                 }
             }
         };
-        let stdout = collect(out);
-        let stderr = collect(err);
-        if self.verbose && !stderr.trim().is_empty() {
-            eprint!("{stderr}");
+        // The engine ended; its output is complete when its pipes close, which something it
+        // left behind may prevent: wait for them a moment (within the budget), then kill the
+        // group and wait a last moment.
+        let pipes = [&out, &err];
+        let grace = match status {
+            Some(_) => self.deadline.remaining().min(EXIT_GRACE).max(PIPE_GRACE),
+            None => PIPE_GRACE,
+        };
+        let mut closed = pipes
+            .iter()
+            .all(|p| p.as_ref().is_none_or(|d| d.wait(grace)));
+        if !closed {
+            kill_group(pgid);
+            closed = pipes
+                .iter()
+                .all(|p| p.as_ref().is_none_or(|d| d.wait(PIPE_GRACE)));
+        }
+        let text = |d: &Option<Drain>| d.as_ref().map(Drain::text).unwrap_or_default();
+        let (stdout, stderr) = (text(&out), text(&err));
+        if self.verbose {
+            pass_through(&stderr);
         }
         match status {
-            Some(s) => Ok(Output {
+            // A leftover that held the pipes past the budget makes the result untrustworthy.
+            Some(s) if closed || s.success() => Ok(Output {
                 status: s.code(),
                 stdout,
                 stderr,
             }),
-            None => Err(EngineError::TimedOut {
-                command: inv.to_string(),
-                after: self.timeout,
-                stderr: clip(&stderr),
-            }),
+            _ => Err(timed_out(stderr)),
         }
+    }
+
+    fn time_left(&self) -> Option<Duration> {
+        Some(self.deadline.remaining())
     }
 }
 
-fn drain<R: Read + Send + 'static>(mut r: R) -> JoinHandle<Vec<u8>> {
-    std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = r.read_to_end(&mut buf);
-        buf
-    })
-}
-
-fn collect(h: Option<JoinHandle<Vec<u8>>>) -> String {
-    h.and_then(|h| h.join().ok())
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default()
+/// An engine's stderr on ours, line by line, control characters escaped.
+pub fn pass_through(stderr: &str) {
+    let mut err = std::io::stderr().lock();
+    for line in stderr.lines() {
+        let _ = writeln!(err, "{}", Shown::new(line, text::MAX_LINE));
+    }
 }
 
 /// At most [`MAX_STDERR`] bytes of `s` (on a character boundary), trailing space trimmed.
@@ -410,7 +572,7 @@ impl fmt::Display for EngineError {
                     None => write!(f, "`{command}` was killed by a signal")?,
                 }
                 match last_line(stderr) {
-                    Some(l) => write!(f, ": {l}"),
+                    Some(l) => write!(f, ": {}", shown(l)),
                     None => Ok(()),
                 }
             }
@@ -418,7 +580,7 @@ impl fmt::Display for EngineError {
                 command,
                 output,
                 why,
-            } => write!(f, "`{command}` answered {output:?}: {why}"),
+            } => write!(f, "`{command}` answered {:?}: {why}", shown(output)),
         }
     }
 }
@@ -533,10 +695,7 @@ mod tests {
 
     #[test]
     fn system_runner_captures_status_and_streams() {
-        let r = SystemRunner {
-            timeout: Duration::from_secs(10),
-            verbose: false,
-        };
+        let r = SystemRunner::new(Duration::from_secs(10), false);
         let out = r
             .run(&Invocation::new("ls").arg("/nonexistent-dir"))
             .unwrap();
@@ -548,14 +707,51 @@ mod tests {
 
     #[test]
     fn system_runner_kills_after_the_timeout() {
-        let r = SystemRunner {
-            timeout: Duration::from_millis(200),
-            verbose: false,
-        };
-        let started = Instant::now();
+        let r = SystemRunner::new(Duration::from_millis(200), false);
+        let started = std::time::Instant::now();
         let e = r.run(&Invocation::new("sleep").arg("30")).unwrap_err();
         assert!(matches!(e, EngineError::TimedOut { .. }), "{e:?}");
         assert!(started.elapsed() < Duration::from_secs(10));
+        // The budget is the call's: a second command has none left.
+        let e = r.run(&Invocation::new("true")).unwrap_err();
+        assert!(matches!(e, EngineError::TimedOut { .. }), "{e:?}");
+    }
+
+    #[test]
+    fn a_child_holding_the_pipes_does_not_hold_the_call() {
+        // The engine starts a child that keeps stdout and stderr open for 30 s (issue 15:
+        // the call returned after 40 s for a 2 s timeout), then the engine itself hangs.
+        let tmp = tempfile::tempdir().unwrap();
+        let script = |name: &str, body: &str| {
+            use std::os::unix::fs::PermissionsExt;
+            let p = tmp.path().join(name);
+            std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+            p
+        };
+        let r = SystemRunner::new(Duration::from_millis(500), false);
+        let started = std::time::Instant::now();
+        let e = r
+            .run(&Invocation::new(script("hang", "sleep 30 &\nsleep 30")))
+            .unwrap_err();
+        assert!(matches!(e, EngineError::TimedOut { .. }), "{e:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        // An engine that exits at once but leaves a child holding the pipes.
+        let r = SystemRunner::new(Duration::from_millis(500), false);
+        let started = std::time::Instant::now();
+        let out = r
+            .run(&Invocation::new(script("leave", "echo 3\nsleep 30 &")))
+            .unwrap();
+        assert_eq!((out.status, out.stdout.as_str()), (Some(0), "3\n"));
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     #[test]
@@ -570,6 +766,18 @@ mod tests {
             "`docker-compose up` failed (exit 1): ERROR: No such service: web"
         );
         assert_eq!(clip(&"é".repeat(5000)).len(), MAX_STDERR + "…".len());
+        // The engine's words are shown escaped and cut: they end up in one line.
+        let e = EngineError::Failed {
+            command: "kubectl get".into(),
+            status: Some(1),
+            stderr: format!("\u{1b}[31mError: {}\u{1b}[0m\n", "x".repeat(3000)),
+        };
+        let shown = e.to_string();
+        assert!(
+            shown.starts_with("`kubectl get` failed (exit 1): \\u{1b}[31mError: xxx"),
+            "{shown}"
+        );
+        assert!(shown.len() < 400, "{shown}");
     }
 
     #[test]

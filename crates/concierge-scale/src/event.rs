@@ -4,12 +4,14 @@
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use serde_json::Value;
 
-use crate::state::unix_ms;
+use crate::clock::rfc3339;
+use crate::resources::Limits;
 
 /// How a call ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,6 +24,13 @@ pub enum Outcome {
     Noop,
     /// A scaling happened less than --cooldown ago.
     Cooldown,
+    /// Logged before the engine scales: the intent, so a call killed mid-scaling leaves a
+    /// trace (its result follows in a `scaled` or `failed` event).
+    Started,
+    /// A call was killed after its intent: reconciled with the engine's count by the next.
+    Interrupted,
+    /// The resource limits were changed (`resize`).
+    Resized,
     /// --dry-run: this is what would have been done.
     DryRun,
     /// The engine (or the state) failed.
@@ -35,6 +44,9 @@ impl Outcome {
             Outcome::Clamped => "clamped",
             Outcome::Noop => "noop",
             Outcome::Cooldown => "cooldown",
+            Outcome::Started => "started",
+            Outcome::Interrupted => "interrupted",
+            Outcome::Resized => "resized",
             Outcome::DryRun => "dry-run",
             Outcome::Failed => "failed",
         }
@@ -79,14 +91,47 @@ pub struct Event {
     pub command: Option<Vec<String>>,
     /// The push of the new count to Zabbix: "sent", or what went wrong.
     pub zabbix: Option<String>,
+    /// A resize: the limits before (as the engine told them) and after (what was asked,
+    /// bounded; a `None` field is left alone).
+    pub resources: Option<(Limits, Limits)>,
 }
 
 impl Event {
+    /// The event of a call of `action` on `service`, stamped now, before anything is decided:
+    /// failed until the call says otherwise, nothing else known yet.
+    pub fn new(service: &str, engine: &str, action: String, reason: String, dry_run: bool) -> Self {
+        Event {
+            time: SystemTime::now(),
+            service: service.to_string(),
+            engine: engine.to_string(),
+            action,
+            step: None,
+            target: None,
+            hint: None,
+            count_source: None,
+            from: None,
+            to: None,
+            outcome: Outcome::Failed,
+            reason,
+            notes: Vec::new(),
+            decision: String::new(),
+            error: None,
+            dry_run,
+            command: None,
+            zabbix: None,
+            resources: None,
+        }
+    }
+
     /// The event as one JSON line (with its newline), fields in a fixed, readable order.
     pub fn json_line(&self) -> String {
         let num = |n: Option<u32>| n.map_or(Value::Null, Value::from);
         let text = |s: Option<&str>| s.map_or(Value::Null, Value::from);
-        let fields: [(&str, Value); 18] = [
+        let resources = self.resources.map_or(
+            Value::Null,
+            |(from, to)| serde_json::json!({ "from": from.json(), "to": to.json() }),
+        );
+        let fields: [(&str, Value); 19] = [
             ("time", Value::from(rfc3339(self.time))),
             ("service", Value::from(self.service.as_str())),
             ("engine", Value::from(self.engine.as_str())),
@@ -109,6 +154,7 @@ impl Event {
                 }),
             ),
             ("zabbix", text(self.zabbix.as_deref())),
+            ("resources", resources),
             ("pid", Value::from(std::process::id())),
         ];
         let mut line = String::from("{");
@@ -137,12 +183,23 @@ impl Event {
     /// outcomes (with its newline).
     pub fn human_line(&self) -> String {
         let date = rfc3339(self.time);
+        if let Some((from, to)) = self.resources {
+            return format!("{date}: {}\n", self.resize_line(from, to));
+        }
         let s = &self.service;
         let n = |c: Option<u32>| c.map_or_else(|| "?".to_string(), |c| c.to_string());
         let (from, to) = (n(self.from), n(self.to));
         let body = match self.outcome {
-            Outcome::Scaled => format!("Scaled {s} from {from} to {to}"),
+            Outcome::Scaled if self.action == "heal" => {
+                format!("Healed {s} from {from} to {to} ({})", self.reason)
+            }
+            Outcome::Scaled | Outcome::Resized => format!("Scaled {s} from {from} to {to}"),
             Outcome::DryRun => format!("Would scale {s} from {from} to {to} (dry run)"),
+            Outcome::Started => format!("Scaling {s} from {from} to {to}"),
+            Outcome::Interrupted => format!(
+                "Interrupted scaling of {s} from {from}: the engine reports {to} ({})",
+                self.decision
+            ),
             Outcome::Clamped | Outcome::Noop | Outcome::Cooldown => {
                 format!("Kept {s} at {from} ({}: {})", self.outcome, self.decision)
             }
@@ -155,6 +212,27 @@ impl Event {
             ),
         };
         format!("{date}: {body}\n")
+    }
+}
+
+impl Event {
+    /// The human line of a resize, without the date.
+    fn resize_line(&self, from: Limits, to: Limits) -> String {
+        let s = &self.service;
+        let to = to.over(from);
+        match self.outcome {
+            Outcome::Resized => format!("Resized {s} from {from} to {to}"),
+            Outcome::DryRun => format!("Would resize {s} from {from} to {to} (dry run)"),
+            Outcome::Started => format!("Resizing {s} from {from} to {to}"),
+            Outcome::Failed => format!(
+                "Failed to resize {s} from {from} to {to}: {}",
+                self.error
+                    .as_deref()
+                    .and_then(|e| e.lines().next())
+                    .unwrap_or("unknown error")
+            ),
+            _ => format!("Kept {s} at {from} ({}: {})", self.outcome, self.decision),
+        }
     }
 }
 
@@ -189,11 +267,14 @@ impl fmt::Display for LogError {
 impl std::error::Error for LogError {}
 
 impl LogFile {
-    /// Open `path` for appending, creating it (not its directory).
+    /// Open `path` for appending, creating it (not its directory) with mode 0600; never
+    /// through a symlink, which someone could have planted to make us append elsewhere.
     pub fn open(path: &Path) -> Result<Self, LogError> {
         let file = OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(crate::state::FILE_MODE)
+            .custom_flags(crate::state::OPEN_FLAGS)
             .open(path)
             .map_err(|error| LogError {
                 path: path.to_path_buf(),
@@ -218,71 +299,10 @@ impl LogFile {
     }
 }
 
-/// `t` as RFC 3339 in UTC with milliseconds: `2026-05-09T12:34:56.789Z`.
-pub fn rfc3339(t: SystemTime) -> String {
-    rfc3339_ms(unix_ms(t))
-}
-
-/// Milliseconds since the epoch as RFC 3339 in UTC.
-pub fn rfc3339_ms(ms: u64) -> String {
-    let secs = ms / 1000;
-    let days = i64::try_from(secs / 86_400).unwrap_or(i64::MAX / 2);
-    let rem = secs % 86_400;
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        ms % 1000
-    )
-}
-
-/// The proleptic Gregorian date of a day number (days since 1970-01-01), after Howard
-/// Hinnant's `civil_from_days`.
-pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097); // [0, 146096]
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // [0, 399]
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // [0, 365]
-    let mp = (5 * doy + 2) / 153; // [0, 11], March first
-    let d = doy - (153 * mp + 2) / 5 + 1; // [1, 31]
-    let m = if mp < 10 { mp + 3 } else { mp - 9 }; // [1, 12]
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    // d and m are in range by construction.
-    (y, m as u32, d as u32)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::time::{Duration, UNIX_EPOCH};
-
-    #[test]
-    fn dates() {
-        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339_ms(951_782_400_000), "2000-02-29T00:00:00.000Z");
-        assert_eq!(rfc3339_ms(951_868_799_999), "2000-02-29T23:59:59.999Z");
-        assert_eq!(rfc3339_ms(1_709_251_199_000), "2024-02-29T23:59:59.000Z");
-        assert_eq!(rfc3339_ms(4_107_542_400_000), "2100-03-01T00:00:00.000Z");
-        assert_eq!(rfc3339_ms(2_147_483_648_000), "2038-01-19T03:14:08.000Z");
-        assert_eq!(civil_from_days(-1), (1969, 12, 31));
-        assert_eq!(civil_from_days(-719_468), (0, 3, 1));
-        // Every day of 400 years follows the previous one.
-        let mut prev = civil_from_days(0);
-        for day in 1..146_097 {
-            let cur = civil_from_days(day);
-            let next_day = (prev.0, prev.1, prev.2 + 1);
-            let next_month = if prev.1 == 12 {
-                (prev.0 + 1, 1, 1)
-            } else {
-                (prev.0, prev.1 + 1, 1)
-            };
-            assert!(cur == next_day || cur == next_month, "{prev:?} -> {cur:?}");
-            prev = cur;
-        }
-    }
 
     fn event() -> Event {
         Event {
@@ -304,6 +324,7 @@ mod tests {
             dry_run: false,
             command: Some(vec!["docker-compose".into(), "up".into()]),
             zabbix: None,
+            resources: None,
         }
     }
 

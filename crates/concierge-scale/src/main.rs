@@ -6,10 +6,12 @@
 use std::process::ExitCode;
 
 use concierge_core::outcome::{self, Contract};
-use concierge_scale::{finish, run, Cli, TOOL};
+use concierge_scale::{run, Cli, TOOL};
 
 fn main() -> ExitCode {
-    // Usage errors print one line and exit 1 (never clap's 2, which means "partial" here).
-    let cli: Cli = outcome::parse_args(TOOL, Contract::Document);
-    finish(run(&cli))
+    let cli: Cli = match outcome::parse_args(TOOL, Contract::Document) {
+        Ok(cli) => cli,
+        Err(exit) => return exit,
+    };
+    outcome::finish(TOOL, Contract::Document, run(&cli))
 }

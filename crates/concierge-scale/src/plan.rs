@@ -3,7 +3,9 @@
 //! `up` never lowers the count and `down` never raises it, whatever the bounds say (a trigger
 //! for "load high" must not shrink a service that someone scaled above --max by hand); `to`
 //! goes to its target, clamped. A clamp that leaves the count where it is, is a deliberate
-//! no-op.
+//! no-op. `heal` goes back up to the count the last scaling decided (its caller reads it from
+//! the state file): it never lowers the count, so after a scale-down (whose recorded count is
+//! the lower one) the container that stopped is not brought back.
 
 use std::fmt;
 
@@ -16,6 +18,10 @@ pub enum Action {
     Down,
     /// Go to TARGET.
     To,
+    /// Set the CPU and memory limits (--cpus, --memory): vertical scaling.
+    Resize,
+    /// Restore the count the last scaling decided (none recorded: --min); never lower it.
+    Heal,
 }
 
 impl Action {
@@ -24,6 +30,8 @@ impl Action {
             Action::Up => "up",
             Action::Down => "down",
             Action::To => "to",
+            Action::Resize => "resize",
+            Action::Heal => "heal",
         }
     }
 }
@@ -52,13 +60,23 @@ pub enum Plan {
     Noop { detail: String },
 }
 
-/// Decide for `action` with its number (`amount`: STEP or TARGET) from `current`.
+/// Decide for `action` with its number (`amount`: STEP, TARGET, or for heal the recorded
+/// count) from `current`.
 pub fn plan(action: Action, amount: u32, current: u32, b: Bounds) -> Plan {
     let wanted = match action {
         Action::Up => current.saturating_add(amount),
         Action::Down => current.saturating_sub(amount),
-        Action::To => amount,
+        Action::To | Action::Heal => amount,
+        // Not a count: see crate::resize.
+        Action::Resize => current,
     };
+    if action == Action::Heal && wanted.clamp(b.min, b.max) <= current {
+        return Plan::Noop {
+            detail: format!(
+                "{current} running and the last scaling decided {wanted}: nothing to heal"
+            ),
+        };
+    }
     let to = wanted.clamp(b.min, b.max);
     let cut = if to == wanted {
         String::new()
@@ -70,7 +88,7 @@ pub fn plan(action: Action, amount: u32, current: u32, b: Bounds) -> Plan {
     let wrong_way = match action {
         Action::Up => to < current,
         Action::Down => to > current,
-        Action::To => false,
+        Action::To | Action::Heal | Action::Resize => false,
     };
     if wrong_way {
         let why = match action {
@@ -165,6 +183,27 @@ mod tests {
         assert!(matches!(plan(Action::Down, 1, 0, B), Plan::Clamped { .. }));
         // But down from above max goes down, as far as max at least.
         assert_eq!(to(plan(Action::Down, 1, 8, B)), Some(5));
+    }
+
+    #[test]
+    fn heal_only_restores_upwards() {
+        // One of three died: back to three.
+        assert_eq!(to(plan(Action::Heal, 3, 2, B)), Some(3));
+        // Everything died: back to the decided count, at least min.
+        assert_eq!(to(plan(Action::Heal, 2, 0, B)), Some(2));
+        assert_eq!(to(plan(Action::Heal, 0, 0, B)), Some(1));
+        // A scale-down recorded the lower count: the stopped container stays stopped.
+        assert_eq!(
+            plan(Action::Heal, 2, 2, B),
+            Plan::Noop {
+                detail: "2 running and the last scaling decided 2: nothing to heal".into()
+            }
+        );
+        // More than decided (by hand): heal never removes any.
+        assert!(matches!(plan(Action::Heal, 2, 4, B), Plan::Noop { .. }));
+        // A decision above today's max is restored only up to max.
+        assert_eq!(to(plan(Action::Heal, 9, 2, B)), Some(5));
+        assert!(matches!(plan(Action::Heal, 9, 5, B), Plan::Noop { .. }));
     }
 
     #[test]

@@ -6,24 +6,22 @@ use crate::engine::testing::{fail, ok, Scripted};
 use clap::Parser;
 use serde_json::Value as Json;
 use std::fs;
-use std::path::PathBuf;
+use std::path::Path;
 
-struct Tmp(PathBuf);
+/// A test's state directory, removed when dropped.
+struct Tmp(tempfile::TempDir);
 
 impl Tmp {
-    fn new(tag: &str) -> Self {
-        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "concierge-scale-flow-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        ));
-        let _ = fs::remove_dir_all(&p);
-        Self(p)
+    fn new() -> Self {
+        Self(tempfile::tempdir().unwrap())
+    }
+
+    fn dir(&self) -> &Path {
+        self.0.path()
     }
 
     fn events(&self) -> Vec<Json> {
-        fs::read_to_string(self.0.join(EVENT_LOG_NAME))
+        fs::read_to_string(self.dir().join(EVENT_LOG_NAME))
             .unwrap_or_default()
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
@@ -31,24 +29,16 @@ impl Tmp {
     }
 }
 
-impl Drop for Tmp {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
 fn cli(tmp: &Tmp, args: &[&str]) -> Cli {
     let mut argv = vec![
         TOOL.to_string(),
         "--state-dir".into(),
-        tmp.0.display().to_string(),
+        tmp.dir().display().to_string(),
         "--human-log".into(),
-        tmp.0.join("human.log").display().to_string(),
+        tmp.dir().join("human.log").display().to_string(),
     ];
     argv.extend(args.iter().map(|a| a.to_string()));
-    let c = Cli::try_parse_from(argv).unwrap();
-    fs::create_dir_all(&tmp.0).unwrap();
-    c
+    Cli::try_parse_from(argv).unwrap()
 }
 
 /// compose v1 answering `ps -q` with `n` containers, all running.
@@ -67,7 +57,7 @@ fn script(parts: Vec<Vec<Result<engine::Output, EngineError>>>) -> Scripted {
 
 #[test]
 fn up_reads_the_engine_scales_records_and_logs() {
-    let tmp = Tmp::new("up");
+    let tmp = Tmp::new();
     let c = cli(
         &tmp,
         &[
@@ -103,7 +93,11 @@ fn up_reads_the_engine_scales_records_and_logs() {
         ]
     );
     let ev = tmp.events();
-    assert_eq!(ev.len(), 1);
+    assert_eq!(ev.len(), 2);
+    // The intent is logged before the engine runs, the result after.
+    assert_eq!(ev[0]["outcome"], "started");
+    assert_eq!(ev[0]["command"], ev[1]["command"]);
+    let ev = &ev[1..];
     assert_eq!(ev[0]["outcome"], "scaled");
     assert_eq!(
         (ev[0]["from"].clone(), ev[0]["to"].clone()),
@@ -113,9 +107,9 @@ fn up_reads_the_engine_scales_records_and_logs() {
     assert_eq!(ev[0]["count_source"], "engine");
     assert_eq!(ev[0]["step"], 2);
     assert_eq!(ev[0]["reason"], "up 2");
-    let human = fs::read_to_string(tmp.0.join("human.log")).unwrap();
+    let human = fs::read_to_string(tmp.dir().join("human.log")).unwrap();
     assert!(human.ends_with(": Scaled web from 1 to 3\n"), "{human}");
-    let st = StateDir::new(&tmp.0)
+    let st = StateDir::new(tmp.dir())
         .last_scaling(&state::key("compose", Some("shop"), "web"))
         .unwrap()
         .unwrap();
@@ -124,7 +118,7 @@ fn up_reads_the_engine_scales_records_and_logs() {
 
 #[test]
 fn the_engine_count_wins_over_the_hint() {
-    let tmp = Tmp::new("hint");
+    let tmp = Tmp::new();
     let c = cli(&tmp, &["--engine", "compose-v1", "down", "web", "5"]);
     let r = script(vec![count(3), vec![ok("")]]);
     let rep = run_with(&c, &r).unwrap();
@@ -137,7 +131,7 @@ fn the_engine_count_wins_over_the_hint() {
 
 #[test]
 fn the_hint_is_used_when_the_engine_cannot_be_asked() {
-    let tmp = Tmp::new("fallback");
+    let tmp = Tmp::new();
     let c = cli(
         &tmp,
         &["--engine", "kubectl", "-n", "shop", "up", "web", "2"],
@@ -169,7 +163,7 @@ fn the_hint_is_used_when_the_engine_cannot_be_asked() {
 
 #[test]
 fn kubectl_scales_with_a_precondition_on_the_count_it_read() {
-    let tmp = Tmp::new("kube");
+    let tmp = Tmp::new();
     let c = cli(&tmp, &["--engine", "kubectl", "to", "statefulset/db", "4"]);
     let r = Scripted::new(vec![ok("2"), ok("")]);
     assert_eq!(run_with(&c, &r).unwrap().count, 4);
@@ -187,11 +181,11 @@ fn kubectl_scales_with_a_precondition_on_the_count_it_read() {
 
 #[test]
 fn no_count_and_no_hint_is_an_engine_failure_logged_with_its_stderr() {
-    let tmp = Tmp::new("nocount");
+    let tmp = Tmp::new();
     let c = cli(&tmp, &["--engine", "compose-v1", "up", "web"]);
     let r = Scripted::new(vec![fail(1, "ERROR: No such service: web\n")]);
     let e = run_with(&c, &r).unwrap_err();
-    assert_eq!(e.failure(), Failure::Engine);
+    assert_eq!(e.failure(), Some(Failure::Engine));
     assert_eq!(r.seen_args().len(), 1);
     let ev = &tmp.events()[0];
     assert_eq!(ev["outcome"], "failed");
@@ -206,14 +200,14 @@ fn no_count_and_no_hint_is_an_engine_failure_logged_with_its_stderr() {
 
 #[test]
 fn a_failed_scaling_records_nothing_and_reports_the_engine() {
-    let tmp = Tmp::new("scalefail");
+    let tmp = Tmp::new();
     let c = cli(
         &tmp,
         &["--engine", "compose-v1", "--cooldown", "1h", "up", "web"],
     );
     let r = script(vec![count(1), vec![fail(1, "ERROR: boom\n")]]);
     let e = run_with(&c, &r).unwrap_err();
-    assert_eq!(e.failure(), Failure::Engine);
+    assert_eq!(e.failure(), Some(Failure::Engine));
     assert!(e.to_string().contains("cannot scale from 1 to 2"), "{e}");
     assert_eq!(tmp.events()[0]["to"], 2);
     // Not recorded, so no cooldown: the next call tries again.
@@ -223,7 +217,7 @@ fn a_failed_scaling_records_nothing_and_reports_the_engine() {
 
 #[test]
 fn cooldown_refuses_a_second_scaling_but_not_a_no_op() {
-    let tmp = Tmp::new("cooldown");
+    let tmp = Tmp::new();
     let c = cli(
         &tmp,
         &[
@@ -243,7 +237,7 @@ fn cooldown_refuses_a_second_scaling_but_not_a_no_op() {
     let rep = run_with(&c, &r).unwrap();
     assert_eq!((rep.count, rep.outcome), (2, Outcome::Cooldown));
     assert_eq!(r.seen_args().len(), 2, "no scaling inside the cooldown");
-    let ev = &tmp.events()[1];
+    let ev = &tmp.events()[2];
     assert_eq!((ev["from"].clone(), ev["to"].clone()), (2.into(), 2.into()));
     assert!(
         ev["detail"].as_str().unwrap().contains("cooldown left"),
@@ -260,7 +254,7 @@ fn cooldown_refuses_a_second_scaling_but_not_a_no_op() {
 
 #[test]
 fn clamps_are_no_ops_that_never_call_the_engine_to_scale() {
-    let tmp = Tmp::new("clamp");
+    let tmp = Tmp::new();
     let c = cli(&tmp, &["--engine", "compose-v1", "--max", "3", "up", "web"]);
     let r = script(vec![count(3)]);
     let rep = run_with(&c, &r).unwrap();
@@ -277,7 +271,7 @@ fn clamps_are_no_ops_that_never_call_the_engine_to_scale() {
 
 #[test]
 fn dry_run_changes_nothing_but_logs() {
-    let tmp = Tmp::new("dry");
+    let tmp = Tmp::new();
     let c = cli(&tmp, &["--engine", "swarm", "--dry-run", "up", "web"]);
     let r = Scripted::new(vec![ok("1\n")]);
     let rep = run_with(&c, &r).unwrap();
@@ -289,7 +283,7 @@ fn dry_run_changes_nothing_but_logs() {
         ev["command"][ev["command"].as_array().unwrap().len() - 1],
         "web=2"
     );
-    let names: Vec<_> = fs::read_dir(&tmp.0)
+    let names: Vec<_> = fs::read_dir(tmp.dir())
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
@@ -303,7 +297,7 @@ fn dry_run_changes_nothing_but_logs() {
 
 #[test]
 fn compose_detection_is_the_first_engine_call() {
-    let tmp = Tmp::new("detect");
+    let tmp = Tmp::new();
     let c = cli(&tmp, &["up", "web", "--docker", "/opt/docker"]);
     let r = script(vec![
         vec![ok("Docker Compose version v2.29.1\n")],
@@ -319,7 +313,7 @@ fn compose_detection_is_the_first_engine_call() {
 
 #[test]
 fn invalid_requests_never_reach_the_engine() {
-    let tmp = Tmp::new("invalid");
+    let tmp = Tmp::new();
     for args in [
         vec!["up", "--", "--help"],
         vec!["up", "-f/etc/x"],
@@ -341,7 +335,7 @@ fn invalid_requests_never_reach_the_engine() {
         let c = cli(&tmp, &args);
         let r = Scripted::new(vec![]);
         match run_with(&c, &r) {
-            Err(e) => assert_eq!(e.failure(), Failure::Usage, "{args:?}: {e}"),
+            Err(e) => assert_eq!(e.failure(), Some(Failure::Usage), "{args:?}: {e}"),
             Ok(rep) => panic!("{args:?} was accepted: {rep:?}"),
         }
         assert!(r.seen_args().is_empty(), "{args:?}");
@@ -367,7 +361,7 @@ fn counts_parse_strictly() {
 
 #[test]
 fn positional_numbers_follow_the_talks_order() {
-    let tmp = Tmp::new("pos");
+    let tmp = Tmp::new();
     let req = |args: &[&str]| Request::from_cli(&cli(&tmp, args)).unwrap();
     let r = req(&["up", "web", "2", "3"]);
     assert_eq!((r.hint, r.amount), (Some(2), 3));
@@ -382,4 +376,145 @@ fn positional_numbers_follow_the_talks_order() {
     assert_eq!((r.hint, r.amount), (None, 4));
     let r = req(&["to", "web", "2", "4"]);
     assert_eq!((r.hint, r.amount), (Some(2), 4));
+}
+
+fn recorded(tmp: &Tmp) -> LastScaling {
+    StateDir::new(tmp.dir())
+        .last_scaling(&state::key("compose", Some("shop"), "web"))
+        .unwrap()
+        .unwrap()
+}
+
+#[test]
+fn heal_restores_the_recorded_count_whatever_the_cooldown() {
+    let tmp = Tmp::new();
+    let args = ["--engine", "compose-v1", "-p", "shop", "--cooldown", "1h"];
+    let with = |more: &[&str]| {
+        let mut a = args.to_vec();
+        a.extend(more);
+        cli(&tmp, &a)
+    };
+    // A scaling to 3, then one container dies.
+    run_with(
+        &with(&["to", "web", "3"]),
+        &script(vec![count(1), vec![ok("")]]),
+    )
+    .unwrap();
+    let decided = recorded(&tmp);
+    let r = script(vec![count(2), vec![ok("")]]);
+    let rep = run_with(
+        &with(&["--reason", "heal: no heartbeat", "heal", "web"]),
+        &r,
+    )
+    .unwrap();
+    assert_eq!((rep.count, rep.outcome), (3, Outcome::Scaled));
+    assert!(r.seen_args()[2].contains(&"web=3".to_string()));
+    let ev = tmp.events();
+    let healed = ev.last().unwrap();
+    assert_eq!(healed["action"], "heal");
+    assert_eq!(healed["reason"], "heal: no heartbeat");
+    assert_eq!(
+        (healed["from"].clone(), healed["to"].clone()),
+        (2.into(), 3.into())
+    );
+    assert_eq!(healed["target"], 3);
+    assert!(healed["step"].is_null());
+    assert!(healed["detail"]
+        .as_str()
+        .unwrap()
+        .contains("the last scaling decided 3"));
+    // The cooldown still counts from the decision, not from the heal.
+    let after = recorded(&tmp);
+    assert_eq!((after.to, after.at_ms), (3, decided.at_ms));
+    let human = fs::read_to_string(tmp.dir().join("human.log")).unwrap();
+    assert!(
+        human.ends_with(": Healed web from 2 to 3 (heal: no heartbeat)\n"),
+        "{human}"
+    );
+}
+
+#[test]
+fn heal_after_a_scale_down_changes_nothing() {
+    let tmp = Tmp::new();
+    let base = ["--engine", "compose-v1", "-p", "shop"];
+    let with = |more: &[&str]| {
+        let mut a = base.to_vec();
+        a.extend(more);
+        cli(&tmp, &a)
+    };
+    run_with(
+        &with(&["down", "web"]),
+        &script(vec![count(3), vec![ok("")]]),
+    )
+    .unwrap();
+    // The removed container's "stopped" problem runs heal: the count is the decided one.
+    let r = script(vec![count(2)]);
+    let rep = run_with(&with(&["heal", "web"]), &r).unwrap();
+    assert_eq!((rep.count, rep.outcome), (2, Outcome::Noop));
+    assert_eq!(r.seen_args().len(), 2, "only the count is read");
+    let ev = tmp.events();
+    let last = ev.last().unwrap();
+    assert_eq!(last["outcome"], "noop");
+    assert!(last["detail"]
+        .as_str()
+        .unwrap()
+        .contains("2 running and the last scaling decided 2: nothing to heal"));
+    assert_eq!(recorded(&tmp).to, 2);
+}
+
+#[test]
+fn heal_without_a_record_goes_to_min() {
+    let tmp = Tmp::new();
+    let c = cli(
+        &tmp,
+        &[
+            "--engine",
+            "compose-v1",
+            "-p",
+            "shop",
+            "--min",
+            "2",
+            "heal",
+            "web",
+        ],
+    );
+    let rep = run_with(&c, &script(vec![count(0), vec![ok("")]])).unwrap();
+    assert_eq!((rep.count, rep.outcome), (2, Outcome::Scaled));
+    let ev = tmp.events();
+    assert!(ev.last().unwrap()["detail"]
+        .as_str()
+        .unwrap()
+        .contains("no scaling recorded: --min 2"));
+    assert_eq!(ev.last().unwrap()["reason"], "heal");
+}
+
+#[test]
+fn heal_takes_no_step_and_escalation_multiplies_it() {
+    let tmp = Tmp::new();
+    let parse = |args: &[&str]| Request::from_cli(&cli(&tmp, args));
+    let e = parse(&["heal", "web", "2", "1"]).unwrap_err().to_string();
+    assert!(e.contains("heal takes no STEP"), "{e}");
+    assert!(parse(&["heal", "web", "2"]).is_ok());
+    assert_eq!(
+        parse(&["--step-times", "2", "up", "web", "-", "3"])
+            .unwrap()
+            .amount,
+        6
+    );
+    let e = parse(&["--step-times", "2", "to", "web", "3"])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("--step-times applies to up and down"), "{e}");
+    let c = cli(
+        &tmp,
+        &["--engine", "compose-v1", "--step-times", "2", "up", "web"],
+    );
+    let rep = run_with(&c, &script(vec![count(1), vec![ok("")]])).unwrap();
+    assert_eq!(rep.count, 3);
+    let ev = tmp.events();
+    assert_eq!(ev.last().unwrap()["step"], 2);
+    assert!(ev.last().unwrap()["detail"]
+        .as_str()
+        .unwrap()
+        .contains("escalated step: 2 x STEP"));
 }

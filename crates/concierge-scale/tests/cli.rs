@@ -8,29 +8,35 @@ use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use assert_cmd::Command;
 use predicates::prelude::*;
 use serde_json::Value;
 
-struct Tmp(PathBuf);
+/// A test's state directory, left for concierge-scale to create (a refused call must not),
+/// inside a temporary directory that is removed when dropped.
+struct Tmp {
+    _root: tempfile::TempDir,
+    dir: PathBuf,
+}
 
 impl Tmp {
-    fn new(tag: &str) -> Self {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "concierge-scale-cli-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = fs::remove_dir_all(&p);
-        Self(p)
+    fn new() -> Self {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("state");
+        Self { _root: root, dir }
     }
 
     fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
+        self.dir.join(name)
+    }
+
+    fn assert_untouched(&self) {
+        assert!(
+            !self.dir.exists(),
+            "nothing may be created for a refused call"
+        );
     }
 
     fn events(&self) -> Vec<Value> {
@@ -42,16 +48,10 @@ impl Tmp {
     }
 }
 
-impl Drop for Tmp {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
 fn scale(tmp: &Tmp) -> Command {
     let mut c = Command::cargo_bin("concierge-scale").unwrap();
     c.arg("--state-dir")
-        .arg(&tmp.0)
+        .arg(&tmp.dir)
         .timeout(Duration::from_secs(60));
     c
 }
@@ -62,9 +62,15 @@ fn one_line(bytes: &[u8]) -> String {
     s
 }
 
+/// Run with `args`, expecting a refusal: exit status 1, nothing on stdout; its stderr line.
+fn refused(tmp: &Tmp, args: &[&str]) -> String {
+    let out = scale(tmp).args(args).assert().code(1).stdout("");
+    one_line(&out.get_output().stderr)
+}
+
 #[test]
 fn help_documents_exit_statuses_and_files() {
-    let tmp = Tmp::new("help");
+    let tmp = Tmp::new();
     scale(&tmp).arg("--help").assert().success().stdout(
         predicate::str::contains("Exit status:")
             .and(predicate::str::contains(
@@ -72,25 +78,21 @@ fn help_documents_exit_statuses_and_files() {
             ))
             .and(predicate::str::contains("--project-name"))
             .and(predicate::str::contains("--zabbix-port"))
-            .and(predicate::str::contains("CONCIERGE_STATE_DIR")),
+            .and(predicate::str::contains(
+                concierge_core::scaling::STATE_DIR_ENV,
+            ))
+            .and(predicate::str::contains(concierge_core::scaling::STATE_DIR)),
     );
 }
 
 #[test]
 fn option_like_and_invalid_service_names_are_refused_before_anything_runs() {
-    let tmp = Tmp::new("names");
+    let tmp = Tmp::new();
+    // A program that would leave a trace if it ran.
+    let trace = tmp.path("never-created").display().to_string();
     for bad in ["--help", "-f/etc/x", "web;reboot", "a b", "_x", "../x", ""] {
-        let out = scale(&tmp)
-            // A program that would leave a trace if it ran.
-            .args(["--engine", "compose-v1", "--docker-compose"])
-            .arg(tmp.path("never-created"))
-            .args(["up", "--", bad])
-            .assert()
-            .code(1)
-            .stdout("")
-            .get_output()
-            .clone();
-        let err = one_line(&out.stderr);
+        let engine = ["--engine", "compose-v1", "--docker-compose", &trace];
+        let err = refused(&tmp, &[&engine[..], &["up", "--", bad]].concat());
         assert!(
             err.starts_with("concierge-scale: invalid service name"),
             "{bad:?}: {err}"
@@ -102,12 +104,30 @@ fn option_like_and_invalid_service_names_are_refused_before_anything_runs() {
         .assert()
         .code(1)
         .stderr(predicate::str::contains("looks like an option"));
-    assert!(!tmp.0.exists(), "nothing may be created for a refused call");
+    tmp.assert_untouched();
+}
+
+#[test]
+fn a_mistyped_option_is_named_not_taken_for_a_count() {
+    let tmp = Tmp::new();
+    let err = refused(&tmp, &["up", "svc", "--mx", "3"]);
+    assert!(
+        err.starts_with("concierge-scale: unexpected argument '--mx' found"),
+        "{err}"
+    );
+    assert!(!err.contains("CURRENT"), "{err}");
+    // clap's "did you mean" survives the one-line rendering.
+    let err = refused(&tmp, &["up", "svc", "--cooldwn", "5m"]);
+    assert!(
+        err.contains("tip: a similar argument exists: '--cooldown'"),
+        "{err}"
+    );
+    tmp.assert_untouched();
 }
 
 #[test]
 fn numbers_are_validated() {
-    let tmp = Tmp::new("numbers");
+    let tmp = Tmp::new();
     for (args, msg) in [
         (
             vec!["up", "web", "-1"],
@@ -133,21 +153,14 @@ fn numbers_are_validated() {
         (vec!["--cooldown=-5s", "up", "web"], "must be positive"),
         (vec!["--cooldown", "5d", "up", "web"], "--cooldown"),
     ] {
-        let out = scale(&tmp)
-            .args(&args)
-            .assert()
-            .code(1)
-            .stdout("")
-            .get_output()
-            .clone();
-        let err = one_line(&out.stderr);
+        let err = refused(&tmp, &args);
         assert!(err.contains(msg), "{args:?}: {err}");
     }
 }
 
 #[test]
 fn kubectl_dry_run_shows_the_argument_vector_and_changes_nothing() {
-    let tmp = Tmp::new("kdry");
+    let tmp = Tmp::new();
     let out = scale(&tmp)
         .args(["--engine", "kubectl", "--kubectl"])
         .arg(tmp.path("no-kubectl"))
@@ -203,7 +216,7 @@ fn kubectl_dry_run_shows_the_argument_vector_and_changes_nothing() {
             "--replicas=5"
         ]
     );
-    let files: Vec<_> = fs::read_dir(&tmp.0)
+    let files: Vec<_> = fs::read_dir(&tmp.dir)
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
@@ -225,8 +238,8 @@ fn real_kubectl_failure_is_passed_through() {
         );
         return;
     }
-    let tmp = Tmp::new("kfail");
-    fs::create_dir_all(&tmp.0).unwrap();
+    let tmp = Tmp::new();
+    fs::create_dir_all(&tmp.dir).unwrap();
     // A cluster on a loopback port nobody listens on.
     let port = {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -243,7 +256,7 @@ fn real_kubectl_failure_is_passed_through() {
     )
     .unwrap();
     let out = scale(&tmp)
-        .env("HOME", &tmp.0)
+        .env("HOME", &tmp.dir)
         .args(["--engine", "kubectl", "--kubeconfig"])
         .arg(&cfg)
         .args(["up", "web"])
@@ -269,7 +282,7 @@ fn real_kubectl_failure_is_passed_through() {
 
 #[test]
 fn a_missing_engine_without_a_hint_fails_and_with_one_the_scale_fails() {
-    let tmp = Tmp::new("missing");
+    let tmp = Tmp::new();
     scale(&tmp)
         .args([
             "--engine",
@@ -299,12 +312,13 @@ fn a_missing_engine_without_a_hint_fails_and_with_one_the_scale_fails() {
         .stdout("")
         .stderr(predicate::str::contains("web: cannot scale from 2 to 3"));
     let outcomes: Vec<_> = tmp.events().iter().map(|e| e["outcome"].clone()).collect();
-    assert_eq!(outcomes, ["failed", "failed"]);
+    // The second call's intent ("started") is logged before its engine fails.
+    assert_eq!(outcomes, ["failed", "started", "failed"]);
 }
 
 #[test]
 fn unusable_logs_stop_the_call_before_the_engine() {
-    let tmp = Tmp::new("logs");
+    let tmp = Tmp::new();
     scale(&tmp)
         .args(["--engine", "swarm", "--docker", "/bin/true"])
         .args([
@@ -325,7 +339,7 @@ fn unusable_logs_stop_the_call_before_the_engine() {
 
 #[test]
 fn cooldown_bounds_and_human_log_through_the_cli() {
-    let tmp = Tmp::new("cool");
+    let tmp = Tmp::new();
     // /bin/true as docker: it prints no count (so CURRENT is used) and "scales" fine.
     let run = |args: &[&str]| {
         let mut c = scale(&tmp);
@@ -352,7 +366,10 @@ fn cooldown_bounds_and_human_log_through_the_cli() {
         .success()
         .stdout("1\n");
     let outcomes: Vec<_> = tmp.events().iter().map(|e| e["outcome"].clone()).collect();
-    assert_eq!(outcomes, ["scaled", "cooldown", "clamped", "clamped"]);
+    assert_eq!(
+        outcomes,
+        ["started", "scaled", "cooldown", "clamped", "clamped"]
+    );
     let human = fs::read_to_string(tmp.path("scheduler_output")).unwrap();
     let lines: Vec<&str> = human.lines().collect();
     assert_eq!(lines.len(), 4, "{human}");
@@ -392,7 +409,7 @@ fn trapper(reply: &'static str) -> (u16, std::thread::JoinHandle<Value>) {
 
 #[test]
 fn the_new_count_is_pushed_to_zabbix() {
-    let tmp = Tmp::new("push");
+    let tmp = Tmp::new();
     let (port, got) = trapper(
         r#"{"response":"success","info":"processed: 1; failed: 0; total: 1; seconds spent: 0.000055"}"#,
     );
@@ -409,12 +426,13 @@ fn the_new_count_is_pushed_to_zabbix() {
     assert_eq!(req["data"][0]["host"], "scaler host");
     assert_eq!(req["data"][0]["key"], "service.scale[web]");
     assert_eq!(req["data"][0]["value"], "3");
-    assert_eq!(tmp.events()[0]["zabbix"], "sent");
+    assert_eq!(tmp.events()[0]["outcome"], "started");
+    assert_eq!(tmp.events()[1]["zabbix"], "sent");
 }
 
 #[test]
 fn a_failed_push_after_a_scaling_exits_2_and_still_prints_the_count() {
-    let tmp = Tmp::new("pushfail");
+    let tmp = Tmp::new();
     let port = {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
@@ -437,7 +455,7 @@ fn a_failed_push_after_a_scaling_exits_2_and_still_prints_the_count() {
             .starts_with("concierge-scale: web: scaled to 2, but the count did not reach Zabbix"),
         "{err}"
     );
-    let e = &tmp.events()[0];
+    let e = &tmp.events()[1];
     assert_eq!(e["outcome"], "scaled");
     assert!(
         e["zabbix"].as_str().unwrap().contains("cannot reach"),
@@ -455,11 +473,54 @@ fn a_failed_push_after_a_scaling_exits_2_and_still_prints_the_count() {
 }
 
 #[test]
-fn zabbix_options_need_an_item() {
-    let tmp = Tmp::new("zopts");
-    scale(&tmp)
-        .args(["-z", "127.0.0.1", "up", "web"])
-        .assert()
-        .code(1)
-        .stderr(predicate::str::contains("--zabbix-item"));
+fn zabbix_options_need_an_item_and_are_cores() {
+    let tmp = Tmp::new();
+    for opt in [["-z", "127.0.0.1"], ["-s", "h"], ["--zabbix-timeout", "2s"]] {
+        scale(&tmp)
+            .args(opt)
+            .args(["up", "web"])
+            .assert()
+            .code(1)
+            .stderr(predicate::str::contains("--zabbix-item"));
+    }
+    // The checks of concierge-core's connection options hold here too.
+    for (opt, says) in [
+        (["--zabbix-port", "0"], "--zabbix-port"),
+        (
+            ["-I", "192.0.2.1"],
+            "source address 192.0.2.1 cannot be used",
+        ),
+    ] {
+        let push = ["--zabbix-item", "k", "-z", "127.0.0.1", "-s", "h"];
+        let err = refused(&tmp, &[&push[..], &opt, &["up", "web", "1"]].concat());
+        assert!(err.contains(says), "{opt:?}: {err}");
+    }
+    tmp.assert_untouched();
+}
+
+#[test]
+fn bad_resize_sizes_are_refused_before_anything_runs() {
+    let tmp = Tmp::new();
+    for (args, says) in [
+        (&["--cpus", "0"][..], "CPUs \"0\" must be more than 0"),
+        (&["--cpus", "-1"], "--cpus"),
+        (&["--cpus", "0.0005"], "more than 3 decimals"),
+        (&["--memory", "12q"], "unknown unit"),
+        (&["--memory", "0"], "must be more than 0"),
+        (&[], "resize needs --cpus N, --memory SIZE or both"),
+        (
+            &["--memory", "1g", "--min-memory", "2g", "--max-memory", "1g"],
+            "--min-memory 2g is above --max-memory 1g",
+        ),
+    ] {
+        let err = refused(
+            &tmp,
+            &[&["--engine", "swarm", "resize", "web"][..], args].concat(),
+        );
+        assert!(
+            err.starts_with("concierge-scale: ") && err.contains(says),
+            "{args:?}: {err}"
+        );
+    }
+    tmp.assert_untouched();
 }

@@ -146,6 +146,22 @@ pub fn load(what: &str, x: f64) -> Result<String, UsageError> {
 /// returned trimmed, as written.
 pub fn interval(what: &str, text: &str, min: u64, max: u64) -> Result<String, UsageError> {
     let t = text.trim();
+    match seconds(t) {
+        None => Err(err(format!(
+            "{what} {text:?} is not a Zabbix interval (a whole number with s, m, h, d or w: 30s, 5m)"
+        ))),
+        Some(s) if s < min || s > max => Err(err(format!(
+            "{what} {text:?} must be between {} and {}",
+            human(min),
+            human(max)
+        ))),
+        Some(_) => Ok(t.to_string()),
+    }
+}
+
+/// The seconds of a Zabbix interval (`30`, `30s`, `5m`, `1h`, `1d`, `1w`), if it is one.
+pub fn seconds(text: &str) -> Option<u64> {
+    let t = text.trim();
     let (digits, unit) = match t.char_indices().last() {
         Some((i, c)) if c.is_ascii_alphabetic() => (&t[..i], Some(c)),
         _ => (t, None),
@@ -158,21 +174,10 @@ pub fn interval(what: &str, text: &str, min: u64, max: u64) -> Result<String, Us
         Some('w') => 604_800,
         Some(_) => 0,
     };
-    let secs = (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) && scale > 0)
+    (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) && scale > 0)
         .then(|| digits.parse::<u64>().ok())
         .flatten()
-        .and_then(|n| n.checked_mul(scale));
-    match secs {
-        None => Err(err(format!(
-            "{what} {text:?} is not a Zabbix interval (a whole number with s, m, h, d or w: 30s, 5m)"
-        ))),
-        Some(s) if s < min || s > max => Err(err(format!(
-            "{what} {text:?} must be between {} and {}",
-            human(min),
-            human(max)
-        ))),
-        Some(_) => Ok(t.to_string()),
-    }
+        .and_then(|n| n.checked_mul(scale))
 }
 
 fn human(secs: u64) -> String {

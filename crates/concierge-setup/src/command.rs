@@ -1,5 +1,5 @@
 //! The command text of the global scripts "Concierge: scale up NAME" / "Concierge: scale down
-//! NAME". Each service gets its own pair: the state directory, the concierge-scale path and the
+//! NAME" (and "Concierge: escalate NAME", "Concierge: heal NAME"). Each service gets its own set: the state directory, the concierge-scale path and the
 //! Zabbix server are literals of the command, and one service's setup must not rewrite
 //! another's.
 //!
@@ -10,11 +10,9 @@
 //! `$`, backticks, backslashes and newlines.
 
 use concierge_core::outcome::UsageError;
+use concierge_core::scaling::{ENGINE_TIMEOUT_SECS, TARGET_ITEM};
 
 use crate::check;
-
-/// The trapper item concierge-scale pushes the new count to (template "Concierge service").
-pub const TARGET_ITEM: &str = "service.scale.target";
 
 /// Which way a script scales.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,8 +44,8 @@ impl Direction {
     /// The service host's trigger that starts this direction (template "Concierge service").
     pub fn trigger_name(self) -> &'static str {
         match self {
-            Direction::Up => "Service {HOST.NAME}::load::high::{ITEM.VALUE}",
-            Direction::Down => "Service {HOST.NAME}::load::low::{ITEM.VALUE}",
+            Direction::Up => "Service {HOST.NAME}: load high",
+            Direction::Down => "Service {HOST.NAME}: load low",
         }
     }
 }
@@ -58,6 +56,9 @@ pub struct ScriptSettings {
     scale_command: String,
     state_dir: String,
     zabbix_server: String,
+    /// The PSK identity and file concierge-scale pushes the count with (the service host
+    /// accepts only PSK when setup runs with --autoreg-psk-*).
+    psk: Option<(String, String)>,
 }
 
 impl ScriptSettings {
@@ -77,30 +78,132 @@ impl ScriptSettings {
             scale_command: scale_command.to_string(),
             state_dir: if trimmed.is_empty() { "/" } else { trimmed }.to_string(),
             zabbix_server: zabbix_server.to_string(),
+            psk: None,
         })
+    }
+
+    /// Push the count over TLS-PSK with `identity` and the key in `file` (as the scripts'
+    /// runner sees it); both go inside double quotes.
+    pub fn with_psk(mut self, identity: &str, file: &str) -> Result<Self, UsageError> {
+        check::literal("--autoreg-psk-identity", identity)?;
+        check::literal("--scale-psk-file", file)?;
+        self.psk = Some((identity.to_string(), file.to_string()));
+        Ok(self)
     }
 
     /// The command text of the script for `direction`.
     pub fn command(&self, direction: Direction) -> String {
+        self.text(
+            direction.word(),
+            "--reason \"Zabbix event {EVENT.ID}: {TRIGGER.NAME}\"",
+            "--cooldown \"{$SCALE_COOLDOWN}\" ",
+            "{HOST.HOST}",
+            "\"{$SERVICE_NAME}\" \"{?last(/{HOST.HOST}/service.containers.running)}\" \"{$SCALE_STEP}\"",
+        )
+    }
+
+    /// The command text of the escalated scale-up: `times` x {$SCALE_STEP}.
+    pub fn escalated_command(&self, times: u32) -> String {
+        self.command(Direction::Up).replacen(
+            " up --reason ",
+            &format!(" up --step-times {times} --reason "),
+            1,
+        )
+    }
+
+    /// The command text of the heal script: back up to the count the last scaling decided.
+    /// Its action runs it on the service host `service_host` (a checked host name) for a
+    /// problem of one of the containers. There user macros are the service host's, but
+    /// {HOST.HOST} is the trigger's, the container's: the reason names it with the problem, and
+    /// the count goes to the service host by its literal name.
+    pub fn heal_command(&self, service_host: &str) -> String {
+        self.text(
+            "heal",
+            "--reason \"heal: Zabbix event {EVENT.ID}: {EVENT.NAME} on {HOST.HOST}\"",
+            "",
+            service_host,
+            "\"{$SERVICE_NAME}\"",
+        )
+    }
+
+    fn text(
+        &self,
+        word: &str,
+        reason: &str,
+        cooldown: &str,
+        push_host: &str,
+        positionals: &str,
+    ) -> String {
         let log = if self.state_dir == "/" {
             "/scale.log".to_string()
         } else {
             format!("{}/scale.log", self.state_dir)
         };
+        let tls = match &self.psk {
+            Some((identity, file)) => format!(
+                "--tls-connect psk --tls-psk-identity \"{identity}\" --tls-psk-file \"{file}\" "
+            ),
+            None => String::new(),
+        };
         format!(
-            "{cmd} {dir} --reason \"Zabbix event {{EVENT.ID}}: {{TRIGGER.NAME}}\" \
+            "{cmd} {word} {reason} \
              -f \"{{$COMPOSE_FILE}}\" -p \"{{$COMPOSE_PROJECT}}\" \
-             --min \"{{$SCALE_MIN}}\" --max \"{{$SCALE_MAX}}\" --cooldown \"{{$SCALE_COOLDOWN}}\" \
-             --state-dir \"{state}\" --human-log \"{log}\" \
-             --zabbix-item {item} -z \"{server}\" -s \"{{HOST.HOST}}\" \
-             -- \"{{$SERVICE_NAME}}\" \"{{?last(/{{HOST.HOST}}/service.containers.running)}}\" \"{{$SCALE_STEP}}\"",
+             --min \"{{$SCALE_MIN}}\" --max \"{{$SCALE_MAX}}\" {cooldown}\
+             --engine-timeout {timeout}s --state-dir \"{state}\" --human-log \"{log}\" \
+             --zabbix-item {item} -z \"{server}\" -s \"{push_host}\" {tls}\
+             -- {positionals}",
             cmd = self.scale_command,
-            dir = direction.word(),
             state = self.state_dir,
             server = self.zabbix_server,
             item = TARGET_ITEM,
+            timeout = ENGINE_TIMEOUT_SECS,
         )
     }
+}
+
+/// The command text of the script "Concierge: retire NAME": `concierge-setup retire` for the
+/// trigger that fired, limited to the service's container group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetireSettings {
+    command: String,
+    api: String,
+    token_file: String,
+    group: String,
+}
+
+impl RetireSettings {
+    /// Check the literals: `command` unquoted (path characters only); the others inside
+    /// double quotes.
+    pub fn new(
+        command: &str,
+        api: &str,
+        token_file: &str,
+        group: &str,
+    ) -> Result<Self, UsageError> {
+        check::program("--retire-command", command)?;
+        check::literal("--retire-api", api)?;
+        check::literal("--retire-token-file", token_file)?;
+        check::literal("--group", group)?;
+        Ok(Self {
+            command: command.to_string(),
+            api: api.to_string(),
+            token_file: token_file.to_string(),
+            group: group.to_string(),
+        })
+    }
+
+    /// The command text.
+    pub fn command(&self) -> String {
+        format!(
+            "{} --api \"{}\" --token-file \"{}\" retire --trigger \"{{TRIGGER.ID}}\" --group \"{}\"",
+            self.command, self.api, self.token_file, self.group
+        )
+    }
+}
+
+/// The name of service `service`'s retire script and action.
+pub fn retire_name(service: &str) -> String {
+    format!("Concierge: retire {service}")
 }
 
 /// The macros the command text quotes, as they appear in it (for tests and checks).
@@ -136,7 +239,8 @@ mod tests {
             settings().command(Direction::Up),
             "/usr/local/bin/concierge-scale up --reason \"Zabbix event {EVENT.ID}: {TRIGGER.NAME}\" \
              -f \"{$COMPOSE_FILE}\" -p \"{$COMPOSE_PROJECT}\" --min \"{$SCALE_MIN}\" \
-             --max \"{$SCALE_MAX}\" --cooldown \"{$SCALE_COOLDOWN}\" --state-dir \"/var/lib/concierge\" \
+             --max \"{$SCALE_MAX}\" --cooldown \"{$SCALE_COOLDOWN}\" --engine-timeout 25s \
+             --state-dir \"/var/lib/concierge\" \
              --human-log \"/var/lib/concierge/scale.log\" --zabbix-item service.scale.target \
              -z \"127.0.0.1\" -s \"{HOST.HOST}\" -- \"{$SERVICE_NAME}\" \
              \"{?last(/{HOST.HOST}/service.containers.running)}\" \"{$SCALE_STEP}\""
@@ -175,6 +279,35 @@ mod tests {
     }
 
     #[test]
+    fn escalation_and_heal_are_variants_of_the_same_command() {
+        let s = settings();
+        assert_eq!(
+            s.escalated_command(2),
+            s.command(Direction::Up)
+                .replacen(" up --reason ", " up --step-times 2 --reason ", 1)
+        );
+        let heal = s.heal_command("web-service");
+        assert_eq!(
+            heal,
+            "/usr/local/bin/concierge-scale heal --reason \"heal: Zabbix event {EVENT.ID}: \
+             {EVENT.NAME} on {HOST.HOST}\" -f \"{$COMPOSE_FILE}\" -p \"{$COMPOSE_PROJECT}\" \
+             --min \"{$SCALE_MIN}\" --max \"{$SCALE_MAX}\" --engine-timeout 25s \
+             --state-dir \"/var/lib/concierge\" --human-log \"/var/lib/concierge/scale.log\" \
+             --zabbix-item service.scale.target -z \"127.0.0.1\" -s \"web-service\" \
+             -- \"{$SERVICE_NAME}\""
+        );
+        let mut inside = false;
+        for c in heal.chars() {
+            match c {
+                '"' => inside = !inside,
+                '{' | '$' => assert!(inside, "unquoted {c} in {heal}"),
+                _ => {}
+            }
+        }
+        assert!(!inside);
+    }
+
+    #[test]
     fn unsafe_literals_are_usage_errors() {
         for (cmd, dir, server) in [
             ("/bin/scale\"", "/var", "z"),
@@ -195,6 +328,41 @@ mod tests {
                 "{cmd:?} {dir:?} {server:?}"
             );
         }
+    }
+
+    #[test]
+    fn with_a_psk_the_count_goes_over_psk() {
+        let s = settings()
+            .with_psk("fleet", "/etc/concierge/fleet.psk")
+            .unwrap();
+        let text = s.command(Direction::Up);
+        assert!(
+            text.contains(
+                " -s \"{HOST.HOST}\" --tls-connect psk --tls-psk-identity \"fleet\" \
+                 --tls-psk-file \"/etc/concierge/fleet.psk\" -- \"{$SERVICE_NAME}\""
+            ),
+            "{text}"
+        );
+        assert!(settings().with_psk("a\"b", "/f").is_err());
+        assert!(settings().with_psk("a", "/f/$(id)").is_err());
+    }
+
+    #[test]
+    fn the_retire_command_quotes_everything_but_the_program() {
+        let r = RetireSettings::new(
+            "/usr/bin/concierge-setup",
+            "http://z/api_jsonrpc.php",
+            "/etc/concierge/api.token",
+            "Concierge/web",
+        )
+        .unwrap();
+        assert_eq!(
+            r.command(),
+            "/usr/bin/concierge-setup --api \"http://z/api_jsonrpc.php\" --token-file \
+             \"/etc/concierge/api.token\" retire --trigger \"{TRIGGER.ID}\" --group \"Concierge/web\""
+        );
+        assert!(RetireSettings::new("/bin/x", "http://z", "/t$x", "g").is_err());
+        assert!(RetireSettings::new("/bin/x", "http://z", "/t", "g\"; id").is_err());
     }
 
     #[test]

@@ -4,12 +4,14 @@
 //! to stderr as one line, with exit status 1.
 
 use std::process::ExitCode;
-use std::time::Duration;
 
 use concierge_core::outcome::{self, Contract};
 use concierge_setup::{run, Cli, TOOL};
 
 fn main() -> ExitCode {
-    let cli: Cli = outcome::parse_args(TOOL, Contract::Document);
-    outcome::finish(TOOL, Contract::Document, || Duration::ZERO, run(&cli))
+    let cli: Cli = match outcome::parse_args(TOOL, Contract::Document) {
+        Ok(cli) => cli,
+        Err(exit) => return exit,
+    };
+    outcome::finish(TOOL, Contract::Document, run(&cli))
 }

@@ -1,8 +1,10 @@
 //! What the run did to each object: one stdout line per object,
-//! `created|updated|unchanged <kind> <name> (<id>)`.
+//! `created|updated|unchanged|deleted <kind> <name> (<id>)`.
 
 use std::fmt;
 use std::io::Write;
+
+use concierge_core::text::shown;
 
 /// What happened to an object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -13,6 +15,8 @@ pub enum Change {
     Updated,
     /// It existed as wanted.
     Unchanged,
+    /// It existed, and was deleted (`retire`).
+    Deleted,
 }
 
 impl fmt::Display for Change {
@@ -21,6 +25,7 @@ impl fmt::Display for Change {
             Change::Created => "created",
             Change::Updated => "updated",
             Change::Unchanged => "unchanged",
+            Change::Deleted => "deleted",
         })
     }
 }
@@ -40,10 +45,15 @@ pub struct Line {
 
 impl fmt::Display for Line {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The id comes from the server: shown, so it cannot break the one-line-per-object
+        // contract.
         write!(
             f,
             "{} {} {} ({})",
-            self.change, self.kind, self.name, self.id
+            self.change,
+            self.kind,
+            self.name,
+            shown(&self.id)
         )
     }
 }
@@ -94,6 +104,11 @@ mod tests {
         assert_eq!(
             r.lines[0].to_string(),
             "unchanged host group Concierge/web (42)"
+        );
+        r.push(Change::Created, "host", "h", "7\ncreated host evil (8)");
+        assert_eq!(
+            r.lines[1].to_string(),
+            r"created host h (7\ncreated host evil (8))"
         );
     }
 }

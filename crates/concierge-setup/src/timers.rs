@@ -4,13 +4,17 @@
 //! retried until every value is processed.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use concierge_core::deadline::Deadline;
+use concierge_core::outcome;
+use concierge_core::tls;
 use concierge_core::zabbix::api::Api;
 use concierge_core::zabbix::destination::Destination;
 use concierge_core::zabbix::key::{self, KeyError};
-use concierge_core::zabbix::sender::{self, DeliveryError, SenderOptions, Value};
+use concierge_core::zabbix::sender::{self, DeliveryError, SendError, SenderOptions, Value};
+use concierge_core::zabbix::transport::TransportError;
 use serde_json::json;
 
 use crate::objects::text;
@@ -47,8 +51,9 @@ pub fn ensure(
     host: &str,
     timers: &[String],
     destinations: &[Destination],
+    tls: Option<Arc<tls::Client>>,
     out: &mut Reporter,
-) -> anyhow::Result<()> {
+) -> outcome::Result<()> {
     if timers.is_empty() {
         return Ok(());
     }
@@ -64,7 +69,9 @@ pub fn ensure(
         return Ok(());
     }
     let started = Instant::now();
-    send(host, &lld_value(timers), destinations, started)?;
+    let mut options = SenderOptions::default();
+    options.connect.tls = tls;
+    send(host, &lld_value(timers), destinations, &options, started)?;
     let after = loop {
         let found = discovered(api, hostid, &keys)?;
         if keys.iter().all(|k| found.contains_key(k)) {
@@ -96,7 +103,7 @@ fn discovered(
     api: &Api,
     hostid: &str,
     keys: &[String],
-) -> anyhow::Result<BTreeMap<String, String>> {
+) -> outcome::Result<BTreeMap<String, String>> {
     let found = api.call(
         "item.get",
         json!({"output": ["itemid", "key_"], "hostids": [hostid], "filter": {"key_": keys}}),
@@ -110,15 +117,17 @@ fn discovered(
 }
 
 /// Send the LLD value until every destination processed it, or fail after [`GIVE_UP_AFTER`].
-/// An unreachable trapper fails at once; a refusal (the rule not in the cache yet) is retried.
+/// An unreachable trapper fails at once; a refusal (the rule not in the cache yet) and a closed
+/// PSK handshake (the host's key not in the cache yet) are retried.
 fn send(
     host: &str,
     lld: &str,
     destinations: &[Destination],
+    options: &SenderOptions,
     started: Instant,
-) -> anyhow::Result<()> {
+) -> outcome::Result<()> {
     let values = [Value {
-        host: host.to_string(),
+        host: host.into(),
         key: RULE_KEY.to_string(),
         value: lld.to_string(),
         clock: None,
@@ -126,11 +135,14 @@ fn send(
     loop {
         let left = GIVE_UP_AFTER.saturating_sub(started.elapsed());
         let deadline = Deadline::after(left.clamp(Duration::from_millis(100), ATTEMPT_BUDGET));
-        let delivery = sender::send(destinations, &values, &deadline, &SenderOptions::default())
+        let delivery = sender::send(destinations, &values, &deadline, options)
             .map_err(|e| SetupError(format!("sending the timer list: {e}")))?;
         let last = match delivery.into_result() {
             Ok(s) if s.processed == s.total => return Ok(()),
             Ok(s) => s.to_string(),
+            // A PSK handshake the server closed: a host setup has just made PSK-only is not in
+            // its configuration cache yet, so it does not know the identity. Wait like a refusal.
+            Err(DeliveryError::Failed(e)) if cache_may_lack_the_psk(&e) => e.to_string(),
             // Nothing answered: no point in waiting for the config cache.
             Err(DeliveryError::Failed(e)) => {
                 return Err(SetupError(format!("sending the timer list to Zabbix: {e}")).into())
@@ -149,9 +161,38 @@ fn send(
     }
 }
 
+/// True for a failed PSK handshake: what a server answers for an identity its configuration
+/// cache does not hold yet (it closes without an alert, as for a wrong key).
+fn cache_may_lack_the_psk(e: &SendError) -> bool {
+    matches!(
+        e,
+        SendError::Transport(TransportError::Tls(tls::TlsError::Handshake {
+            mode: tls::Mode::Psk,
+            ..
+        }))
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_psk_handshake_waits_for_the_cache() {
+        let handshake = |mode| {
+            SendError::Transport(TransportError::Tls(tls::TlsError::Handshake {
+                endpoint: "127.0.0.1:10051".into(),
+                mode,
+                detail: "closed".into(),
+            }))
+        };
+        assert!(cache_may_lack_the_psk(&handshake(tls::Mode::Psk)));
+        assert!(!cache_may_lack_the_psk(&handshake(tls::Mode::Cert)));
+        assert!(!cache_may_lack_the_psk(&SendError::Refused {
+            endpoint: "z".into(),
+            info: "failed".into()
+        }));
+    }
 
     #[test]
     fn the_lld_value_is_a_top_level_array() {

@@ -111,6 +111,15 @@ fn numbers_and_intervals_are_checked_locally() {
     refused(&service(&["--repeat-every", "1.5m"]), "--repeat-every");
     refused(&service(&["-z", "zbx:0"]), "--zabbix-server");
     refused(&service(&["--timer", ""]), "--timer");
+    refused(
+        &service(&["--scale-agent", "docker-01,docker-02"]),
+        "one agent address",
+    );
+    refused(&service(&["--scale-agent", "docker-01:0"]), "--scale-agent");
+    refused(
+        &["--api", NOWHERE, "--password", "x", "--scale-agent", "d"],
+        "--service",
+    );
 }
 
 #[test]

@@ -10,6 +10,12 @@
 //! `units` strings) is skipped as [`IgnoredAny`], which checks JSON syntax only, not number
 //! ranges, string encodings or nesting depth.
 //!
+//! Durations are delivered in seconds and rates per second, whatever unit the entry's
+//! `duration_units` (timers), `rate_units` (timers) or `units` (meters) names: every
+//! `java.util.concurrent.TimeUnit` Dropwizard writes, `nanoseconds` to `days`, and rates such
+//! as `calls/second` or `events/minute`. A unit this module does not know leaves the values as
+//! they are and is reported in [`Metrics::unknown_units`]; a missing one means seconds.
+//!
 //! Metrics come out sorted by name (byte order), whatever the document order, as when this
 //! module read the document into serde_json's `Map` (a `BTreeMap`). As with that map, when a
 //! name occurs more than once in a section its last entry counts (the earlier ones are neither
@@ -21,7 +27,9 @@ use std::fmt;
 use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Number;
 
-use super::{Kind, Metric, Metrics, Skipped, Stat};
+use super::{Kind, Metric, Metrics, Skipped, Stat, UnknownUnit};
+use crate::outcome::{Classify, Failure};
+use crate::text::shown;
 
 /// Why a document could not be read as Dropwizard metrics.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,7 +54,9 @@ impl fmt::Display for ParseError {
                 message,
             } => write!(
                 f,
-                "invalid metrics JSON at line {line}, column {column}: {message}"
+                "invalid metrics JSON at line {line}, column {column}: {}",
+                // serde_json quotes what it found, and that comes from the document.
+                shown(message)
             ),
             ParseError::NotAnObject => f.write_str(
                 "not a Dropwizard metrics document: the top level or the metric section is not \
@@ -57,6 +67,14 @@ impl fmt::Display for ParseError {
 }
 
 impl std::error::Error for ParseError {}
+
+impl Classify for ParseError {
+    fn failure(&self) -> Failure {
+        match self {
+            ParseError::Json { .. } | ParseError::NotAnObject => Failure::SourceUnparsable,
+        }
+    }
+}
 
 /// The metrics of `kind` in `doc`, each with the statistics named in `stats` in that order (for
 /// gauges and counters `stats` is ignored: `value` / `count`). A missing (or `null`) section
@@ -102,6 +120,189 @@ pub fn names(doc: &[u8], kind: Kind) -> Result<Vec<String>, ParseError> {
     }
 }
 
+/// What a statistic measures, and so which unit field of its entry applies to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dimension {
+    /// A time span, delivered in seconds.
+    Duration,
+    /// Events per time, delivered per second.
+    Rate,
+}
+
+impl Dimension {
+    /// The dimension of statistic `stat` of a `kind` metric: `None` for counts and for
+    /// histograms and gauges, whose values have no unit Dropwizard knows.
+    pub fn of(kind: Kind, stat: &str) -> Option<Dimension> {
+        match kind {
+            Kind::Timers | Kind::Meters if stat.ends_with("_rate") => Some(Dimension::Rate),
+            Kind::Timers if Kind::Timers.all_stats().contains(&stat) && stat != "count" => {
+                Some(Dimension::Duration)
+            }
+            _ => None,
+        }
+    }
+
+    /// The entry field that names this dimension's unit in a `kind` metric.
+    pub fn unit_field(self, kind: Kind) -> &'static str {
+        match (self, kind) {
+            (Dimension::Duration, _) => "duration_units",
+            (Dimension::Rate, Kind::Meters) => "units",
+            (Dimension::Rate, _) => "rate_units",
+        }
+    }
+
+    /// The Zabbix item unit of values of this dimension as delivered.
+    pub fn zabbix_unit(self) -> &'static str {
+        match self {
+            Dimension::Duration => "s",
+            Dimension::Rate => "rps",
+        }
+    }
+}
+
+/// How a value in some unit becomes one in seconds (or per second): exact powers of ten and
+/// the seconds of a minute, hour and day, applied by one multiplication or one division so that
+/// 199 ms is 0.199 s exactly as written.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Scale {
+    Same,
+    Times(f64),
+    Over(f64),
+}
+
+impl Scale {
+    fn apply(self, x: f64) -> f64 {
+        match self {
+            Scale::Same => x,
+            Scale::Times(k) => x * k,
+            Scale::Over(k) => x / k,
+        }
+    }
+
+    fn inverse(self) -> Scale {
+        match self {
+            Scale::Same => Scale::Same,
+            Scale::Times(k) => Scale::Over(k),
+            Scale::Over(k) => Scale::Times(k),
+        }
+    }
+}
+
+/// Seconds per `unit`, a `TimeUnit` name as Dropwizard writes it (plural, or singular as in
+/// rate units), any case: `None` for anything else.
+pub fn seconds_per(unit: &str) -> Option<Scale> {
+    let unit = unit.trim().to_ascii_lowercase();
+    let unit = unit.strip_suffix('s').unwrap_or(&unit);
+    Some(match unit {
+        "nanosecond" => Scale::Over(1e9),
+        "microsecond" => Scale::Over(1e6),
+        "millisecond" => Scale::Over(1e3),
+        "second" => Scale::Same,
+        "minute" => Scale::Times(60.0),
+        "hour" => Scale::Times(3600.0),
+        "day" => Scale::Times(86400.0),
+        _ => return None,
+    })
+}
+
+/// How to bring a value of `dimension` in `unit` (a field's text) to seconds or per second.
+pub fn scale(dimension: Dimension, unit: &str) -> Option<Scale> {
+    match dimension {
+        Dimension::Duration => seconds_per(unit),
+        // "calls/second", "events/minute": whatever is counted, per a time unit.
+        Dimension::Rate => seconds_per(unit.rsplit_once('/')?.1).map(Scale::inverse),
+    }
+}
+
+/// A unit field of one entry as the pass found it: absent, a string, or something else
+/// (described for the warning).
+pub(crate) type UnitField<'a> = Option<Result<&'a str, String>>;
+
+/// The value of statistic `stat` as delivered: `n` converted by the entry's unit for its
+/// dimension (`duration`/`rate` are its unit fields). `Err` when the converted value is no
+/// longer a finite number; `unknown` is set to the dimension whose unit is not known (the
+/// value is then delivered as it is).
+pub(crate) fn deliver(
+    kind: Kind,
+    stat: &str,
+    n: &Number,
+    duration: &UnitField<'_>,
+    rate: &UnitField<'_>,
+    unknown: &mut [bool; 2],
+) -> Result<String, String> {
+    let Some(dim) = Dimension::of(kind, stat) else {
+        return Ok(n.to_string());
+    };
+    let (field, i) = match dim {
+        Dimension::Duration => (duration, 0),
+        Dimension::Rate => (rate, 1),
+    };
+    let unit = match field {
+        None => return Ok(n.to_string()),
+        Some(Ok(unit)) => *unit,
+        Some(Err(_)) => {
+            unknown[i] = true;
+            return Ok(n.to_string());
+        }
+    };
+    match scale(dim, unit) {
+        None => {
+            unknown[i] = true;
+            Ok(n.to_string())
+        }
+        Some(Scale::Same) => Ok(n.to_string()),
+        Some(s) => {
+            let x = n.as_f64().map(|x| s.apply(x));
+            match x.and_then(Number::from_f64) {
+                Some(v) => Ok(v.to_string()),
+                None => Err(format!("out of range in seconds: {n} {unit}")),
+            }
+        }
+    }
+}
+
+/// The unknown units [`deliver`] flagged for `metric`, as reported.
+pub(crate) fn unknown_units(
+    kind: Kind,
+    metric: &str,
+    duration: &UnitField<'_>,
+    rate: &UnitField<'_>,
+    unknown: [bool; 2],
+) -> Vec<UnknownUnit> {
+    [
+        (Dimension::Duration, duration, unknown[0]),
+        (Dimension::Rate, rate, unknown[1]),
+    ]
+    .into_iter()
+    .filter(|(_, _, flagged)| *flagged)
+    .map(|(dim, field, _)| UnknownUnit {
+        metric: metric.to_string(),
+        field: dim.unit_field(kind).to_string(),
+        unit: match field {
+            Some(Ok(u)) => format!("{:?}", shown(u)),
+            Some(Err(d)) => d.clone(),
+            None => String::new(),
+        },
+    })
+    .collect()
+}
+
+/// The Zabbix unit of a gauge, from its name: `B` where the name says bytes (`…bytes…`, or
+/// the JVM memory gauges of metrics-jvm, `jvm.memory.….used|committed|max|init`, which are in
+/// bytes), none otherwise. Discovery passes it to the item prototype as `{#UNIT}`.
+pub fn gauge_unit(name: &str) -> &'static str {
+    let lower = name.to_ascii_lowercase();
+    let jvm_memory = lower.starts_with("jvm.memory.")
+        && [".used", ".committed", ".max", ".init"]
+            .iter()
+            .any(|s| lower.ends_with(s));
+    if lower.contains("bytes") || jvm_memory {
+        "B"
+    } else {
+        ""
+    }
+}
+
 /// What a caller wants from one kind's section.
 enum Want<'s> {
     /// Each metric with these statistics (see [`parse`]).
@@ -128,7 +329,7 @@ fn discoverable(kind: Kind, is_object: bool, value: Option<&Scalar>) -> bool {
         return true;
     }
     match value {
-        Some(Scalar::Number(_) | Scalar::Null) => true,
+        Some(Scalar::Number(_) | Scalar::Null | Scalar::OutOfRange(_)) => true,
         Some(Scalar::Str(s)) => matches!(s.as_str(), "NaN" | "Infinity" | "-Infinity"),
         _ => false,
     }
@@ -143,6 +344,8 @@ enum Scalar {
     Bool(bool),
     Array,
     Object,
+    /// A JSON number beyond f64's range (`1e400`): valid JSON, but no value Zabbix can store.
+    OutOfRange(String),
 }
 
 /// A short description of a non-numeric value for a skip reason.
@@ -159,6 +362,11 @@ fn describe(v: &Scalar) -> String {
         Scalar::Number(n) => n.to_string(),
         Scalar::Array => "array".to_string(),
         Scalar::Object => "object".to_string(),
+        Scalar::OutOfRange(n) if n.chars().count() > MAX => {
+            let cut: String = n.chars().take(MAX).collect();
+            format!("{cut}…")
+        }
+        Scalar::OutOfRange(n) => n.clone(),
     }
 }
 
@@ -201,6 +409,8 @@ enum OutputKind<'s> {
     Metrics {
         stats: &'s [&'s str],
         slots: Vec<usize>,
+        /// The indexes of the duration and rate unit fields, for kinds that have them.
+        units: [Option<usize>; 2],
     },
     /// Names; for gauges, the index of `value` in [`Plan::fields`].
     Names { value_slot: Option<usize> },
@@ -237,7 +447,18 @@ fn plans<'s>(wants: &[(Kind, Want<'s>)]) -> Vec<Plan<'s>> {
                     stats
                 };
                 let slots = stats.iter().map(|s| slot(&mut plan.fields, s)).collect();
-                OutputKind::Metrics { stats, slots }
+                let units = [Dimension::Duration, Dimension::Rate].map(|d| {
+                    let has = kind
+                        .all_stats()
+                        .iter()
+                        .any(|s| Dimension::of(kind, s) == Some(d));
+                    has.then(|| slot(&mut plan.fields, d.unit_field(kind)))
+                });
+                OutputKind::Metrics {
+                    stats,
+                    slots,
+                    units,
+                }
             }
             Want::Names => OutputKind::Names {
                 value_slot: (kind == Kind::Gauges).then(|| slot(&mut plan.fields, "value")),
@@ -452,6 +673,7 @@ struct MetricRecord {
     name: String,
     stats: Option<Vec<Stat>>,
     skipped: Vec<Skipped>,
+    unknown_units: Vec<UnknownUnit>,
 }
 
 impl<'de> ObjectVisitor<'de> for SectionObject<'_, '_> {
@@ -507,18 +729,33 @@ impl<'de> ObjectVisitor<'de> for EntryObject<'_, '_> {
             map.next_key_seed(KeyIndex(|k: &str| fields.iter().position(|f| *f == k)))?
         {
             match slot {
-                Some(i) => {
-                    values[i] = Some(match map.next_value_seed(Shape(SkipObject))? {
-                        Shaped::Object(()) => Scalar::Object,
-                        Shaped::Other(v) => v,
-                    })
-                }
+                Some(i) => values[i] = Some(read_field(&mut map)?),
                 None => {
                     map.next_value::<IgnoredAny>()?;
                 }
             }
         }
         Ok(())
+    }
+}
+
+/// Reads one planned field of an entry. The value is first taken as raw JSON (checked for
+/// syntax only), so that a number beyond f64's range becomes one skipped value instead of a
+/// serde_json error that would reject the whole document (what discovery, which does not read
+/// the number, accepts).
+fn read_field<'de, A: MapAccess<'de>>(map: &mut A) -> Result<Scalar, A::Error> {
+    let raw: &'de serde_json::value::RawValue = map.next_value()?;
+    let text = raw.get();
+    let mut de = serde_json::Deserializer::from_str(text);
+    match Shape(SkipObject).deserialize(&mut de) {
+        Ok(Shaped::Object(())) => Ok(Scalar::Object),
+        Ok(Shaped::Other(v)) => Ok(v),
+        Err(e) if text.starts_with(|c: char| c == '-' || c.is_ascii_digit()) => {
+            // The raw value is valid JSON, so a number that fails to convert is out of range.
+            debug_assert!(e.to_string().contains("out of range"), "{e}");
+            Ok(Scalar::OutOfRange(text.to_string()))
+        }
+        Err(e) => Err(serde::de::Error::custom(e)),
     }
 }
 
@@ -537,8 +774,16 @@ fn record(
             let keep = discoverable(kind, matches!(entry, Shaped::Object(())), value);
             names.push((name, keep));
         }
-        (OutputKind::Metrics { stats, slots }, Records::Metrics(metrics)) => {
+        (
+            OutputKind::Metrics {
+                stats,
+                slots,
+                units,
+            },
+            Records::Metrics(metrics),
+        ) => {
             let mut skipped = Vec::new();
+            let mut unknown_units = Vec::new();
             let stats = match entry {
                 Shaped::Other(v) => {
                     skipped.push(Skipped {
@@ -549,13 +794,34 @@ fn record(
                     None
                 }
                 Shaped::Object(()) => {
+                    let [duration, rate] = units.map(|slot| {
+                        slot.and_then(|i| values[i].as_ref()).map(|v| match v {
+                            Scalar::Str(s) => Ok(s.as_str()),
+                            other => Err(describe(other)),
+                        })
+                    });
+                    let mut unknown = [false; 2];
                     let mut out = Vec::with_capacity(stats.len());
                     for (&stat, &slot) in stats.iter().zip(slots) {
                         match &values[slot] {
                             None => {}
-                            Some(Scalar::Number(n)) => out.push(Stat {
-                                name: stat.to_string(),
-                                value: n.to_string(),
+                            Some(Scalar::Number(n)) => {
+                                match deliver(kind, stat, n, &duration, &rate, &mut unknown) {
+                                    Ok(value) => out.push(Stat {
+                                        name: stat.to_string(),
+                                        value,
+                                    }),
+                                    Err(reason) => skipped.push(Skipped {
+                                        metric: name.clone(),
+                                        stat: stat.to_string(),
+                                        reason,
+                                    }),
+                                }
+                            }
+                            Some(n @ Scalar::OutOfRange(_)) => skipped.push(Skipped {
+                                metric: name.clone(),
+                                stat: stat.to_string(),
+                                reason: format!("number out of range: {}", describe(n)),
                             }),
                             Some(other) => skipped.push(Skipped {
                                 metric: name.clone(),
@@ -564,6 +830,8 @@ fn record(
                             }),
                         }
                     }
+                    unknown_units =
+                        super::dropwizard::unknown_units(kind, &name, &duration, &rate, unknown);
                     Some(out)
                 }
             };
@@ -571,6 +839,7 @@ fn record(
                 name,
                 stats,
                 skipped,
+                unknown_units,
             });
         }
         _ => unreachable!("records are made for their output"),
@@ -584,10 +853,11 @@ fn finish(records: Records) -> Got {
             last_of_each_name(&mut records, |r| &r.name);
             let mut out = Metrics {
                 metrics: Vec::with_capacity(records.len()),
-                skipped: Vec::new(),
+                ..Metrics::default()
             };
             for r in records {
                 out.skipped.extend(r.skipped);
+                out.unknown_units.extend(r.unknown_units);
                 if let Some(stats) = r.stats {
                     out.metrics.push(Metric {
                         name: r.name,
@@ -810,11 +1080,12 @@ mod tests {
         assert_eq!(
             stat_map(&m.metrics[0]),
             [
-                ("p95", "140.25"),
+                ("p95", "0.14025"),
                 ("count", "3120"),
-                ("mean", "45.1"),
-                ("stddev", "60.42")
-            ]
+                ("mean", "0.0451"),
+                ("stddev", "0.06042")
+            ],
+            "milliseconds are delivered in seconds"
         );
         assert_eq!(stat_map(&m.metrics[1]), [("p95", "0.0"), ("count", "0")]);
         assert_eq!(
@@ -824,6 +1095,121 @@ mod tests {
                 skip("db.query", "mean", r#"not a number: "NaN""#),
                 skip("db.query", "stddev", "not a number: null"),
             ]
+        );
+    }
+
+    /// A timer and a meter in `duration`/`rate` units, with p95 199 and rates of 120.
+    fn in_units(duration: &str, rate: &str) -> Vec<u8> {
+        format!(
+            r#"{{"timers":{{"t":{{"count":7,"p95":199,"max":1.5,"m1_rate":120,
+                "duration_units":"{duration}","rate_units":"calls/{rate}"}}}},
+              "meters":{{"m":{{"count":7,"m1_rate":120,"units":"events/{rate}"}}}}}}"#
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn every_time_unit_becomes_seconds_and_per_second() {
+        for (duration, p95, max) in [
+            ("nanoseconds", "1.99e-7", "1.5e-9"),
+            ("microseconds", "0.000199", "1.5e-6"),
+            ("milliseconds", "0.199", "0.0015"),
+            ("seconds", "199", "1.5"),
+            ("minutes", "11940.0", "90.0"),
+            ("hours", "716400.0", "5400.0"),
+            ("days", "17193600.0", "129600.0"),
+            ("MILLISECONDS", "0.199", "0.0015"),
+        ] {
+            let rate = duration.trim_end_matches(['s', 'S']);
+            let per_second = match rate {
+                "nanosecond" => "120000000000.0",
+                "microsecond" => "120000000.0",
+                "millisecond" | "MILLISECOND" => "120000.0",
+                "second" => "120",
+                "minute" => "2.0",
+                "hour" => "0.03333333333333333",
+                _ => "0.001388888888888889",
+            };
+            let doc = in_units(duration, rate);
+            let t = parse(&doc, Kind::Timers, &["count", "p95", "max", "m1_rate"]).unwrap();
+            assert_eq!(
+                stat_map(&t.metrics[0]),
+                [
+                    ("count", "7"),
+                    ("p95", p95),
+                    ("max", max),
+                    ("m1_rate", per_second)
+                ],
+                "{duration}"
+            );
+            let m = parse(&doc, Kind::Meters, &["count", "m1_rate"]).unwrap();
+            assert_eq!(
+                stat_map(&m.metrics[0]),
+                [("count", "7"), ("m1_rate", per_second)],
+                "events/{rate}"
+            );
+            assert!(t.unknown_units.is_empty() && m.unknown_units.is_empty());
+            compare_with_tree(&doc);
+        }
+    }
+
+    #[test]
+    fn unknown_units_are_reported_and_the_values_kept() {
+        let doc = br#"{"timers":{"t":{"count":1,"p95":199,"m1_rate":3,
+            "duration_units":"fortnights","rate_units":"calls"}},
+            "meters":{"m":{"m1_rate":3,"units":42},"n":{"m1_rate":4}}}"#;
+        let t = parse(doc, Kind::Timers, &["p95", "m1_rate"]).unwrap();
+        assert_eq!(stat_map(&t.metrics[0]), [("p95", "199"), ("m1_rate", "3")]);
+        assert_eq!(
+            t.unknown_units,
+            [
+                UnknownUnit {
+                    metric: "t".into(),
+                    field: "duration_units".into(),
+                    unit: r#""fortnights""#.into()
+                },
+                UnknownUnit {
+                    metric: "t".into(),
+                    field: "rate_units".into(),
+                    unit: r#""calls""#.into()
+                }
+            ]
+        );
+        // Only the units of delivered statistics count; a missing unit means seconds.
+        let t = parse(doc, Kind::Timers, &["count"]).unwrap();
+        assert!(t.unknown_units.is_empty(), "{:?}", t.unknown_units);
+        let m = parse(doc, Kind::Meters, &["m1_rate"]).unwrap();
+        assert_eq!(stat_map(&m.metrics[1]), [("m1_rate", "4")]);
+        assert_eq!(m.unknown_units.len(), 1);
+        assert_eq!(m.unknown_units[0].field, "units");
+        assert_eq!(m.unknown_units[0].unit, "42");
+        compare_with_tree(doc);
+    }
+
+    #[test]
+    fn gauges_named_for_bytes_are_in_bytes() {
+        for (name, unit) in [
+            ("jvm.memory.heap.used", "B"),
+            ("jvm.memory.pools.Metaspace.committed", "B"),
+            ("jvm.memory.heap.usage", ""),
+            ("http.response.bytes", "B"),
+            ("cache.size_BYTES", "B"),
+            ("queue.depth", ""),
+        ] {
+            assert_eq!(gauge_unit(name), unit, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_value_out_of_range_in_seconds_is_skipped() {
+        let doc = br#"{"timers":{"t":{"p95":1e304,"p99":1,"duration_units":"days"}}}"#;
+        let t = parse(doc, Kind::Timers, &["p95", "p99"]).unwrap();
+        assert_eq!(stat_map(&t.metrics[0]), [("p99", "86400.0")]);
+        assert_eq!(t.skipped.len(), 1);
+        assert!(
+            t.skipped[0].reason.contains("out of range"),
+            "{:?}",
+            t.skipped
         );
     }
 
@@ -1033,7 +1419,9 @@ mod tests {
     mod tree {
         use serde_json::{Map, Value};
 
-        use super::super::{json_error, replace_non_finite, ParseError};
+        use super::super::{
+            deliver, json_error, replace_non_finite, unknown_units, Dimension, ParseError,
+        };
         use crate::metrics::{Kind, Metric, Metrics, Skipped, Stat};
 
         fn parse_json(doc: &[u8]) -> Result<Value, ParseError> {
@@ -1112,13 +1500,35 @@ mod tests {
                     name: name.clone(),
                     stats: Vec::new(),
                 };
+                let unit = |d: Dimension| {
+                    let has = kind
+                        .all_stats()
+                        .iter()
+                        .any(|s| Dimension::of(kind, s) == Some(d));
+                    let field = fields.get(d.unit_field(kind)).filter(|_| has)?;
+                    Some(match field {
+                        Value::String(s) => Ok(s.as_str()),
+                        other => Err(describe(other)),
+                    })
+                };
+                let (duration, rate) = (unit(Dimension::Duration), unit(Dimension::Rate));
+                let mut unknown = [false; 2];
                 for &stat in stats {
                     match fields.get(stat) {
                         None => {}
-                        Some(Value::Number(n)) => metric.stats.push(Stat {
-                            name: stat.to_string(),
-                            value: n.to_string(),
-                        }),
+                        Some(Value::Number(n)) => {
+                            match deliver(kind, stat, n, &duration, &rate, &mut unknown) {
+                                Ok(value) => metric.stats.push(Stat {
+                                    name: stat.to_string(),
+                                    value,
+                                }),
+                                Err(reason) => out.skipped.push(Skipped {
+                                    metric: name.clone(),
+                                    stat: stat.to_string(),
+                                    reason,
+                                }),
+                            }
+                        }
                         Some(other) => out.skipped.push(Skipped {
                             metric: name.clone(),
                             stat: stat.to_string(),
@@ -1126,6 +1536,8 @@ mod tests {
                         }),
                     }
                 }
+                out.unknown_units
+                    .extend(unknown_units(kind, name, &duration, &rate, unknown));
                 out.metrics.push(metric);
             }
             Ok(out)
@@ -1271,7 +1683,7 @@ mod tests {
         let timers = got[2].as_ref().unwrap();
         assert_eq!(
             stat_map(&timers.metrics[0]),
-            [("p95", "140.25"), ("count", "3120")]
+            [("p95", "0.14025"), ("count", "3120")]
         );
         // A section that is not an object fails its kind only; invalid JSON fails the call.
         let got = parse_kinds(
@@ -1400,13 +1812,26 @@ mod tests {
                 [("count", "1")]
             );
         }
-        // What is read is checked as before.
-        assert!(parse(
-            br#"{"timers":{"a":{"count":1e400}}}"#,
+        // A number out of f64's range where it is read is one skipped value (issue 15: it
+        // used to reject the whole document, which discovery accepted).
+        let m = parse(
+            br#"{"timers":{"a":{"count":1e400,"max":-1e999},"b":{"count":2}}}"#,
             Kind::Timers,
-            &["count"]
+            &["count", "max"],
         )
-        .is_err());
+        .unwrap();
+        assert_eq!(stat_map(&m.metrics[0]), []);
+        assert_eq!(stat_map(&m.metrics[1]), [("count", "2")]);
+        assert_eq!(
+            m.skipped,
+            [
+                skip("a", "count", "number out of range: 1e400"),
+                skip("a", "max", "number out of range: -1e999"),
+            ]
+        );
+        let gauge = br#"{"gauges":{"g":{"value":1e400}}}"#;
+        assert_eq!(names(gauge, Kind::Gauges).unwrap(), ["g"]);
+        // What is read is checked as before.
         assert!(parse(b"{\"timers\":{\"\xff\":{}}}", Kind::Timers, &["count"]).is_err());
     }
 }

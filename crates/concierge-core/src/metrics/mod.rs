@@ -1,9 +1,13 @@
 //! One metric model for every source format, and the parsers that fill it.
 
 pub mod dropwizard;
+pub mod prometheus;
 
 use std::fmt;
 use std::str::FromStr;
+
+use crate::outcome::{Classify, Failure};
+use crate::text::shown;
 
 /// A kind of metric in a Dropwizard registry; each kind has its own LLD macro and item key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -135,12 +139,18 @@ impl fmt::Display for UnknownKind {
         write!(
             f,
             "unknown metric kind {:?} (expected timers, counters, gauges, meters or histograms)",
-            self.0
+            shown(&self.0)
         )
     }
 }
 
 impl std::error::Error for UnknownKind {}
+
+impl Classify for UnknownKind {
+    fn failure(&self) -> Failure {
+        Failure::Usage
+    }
+}
 
 impl FromStr for Kind {
     type Err = UnknownKind;
@@ -177,6 +187,18 @@ pub struct Stat {
 pub struct Metrics {
     pub metrics: Vec<Metric>,
     pub skipped: Vec<Skipped>,
+    /// Unit fields whose unit is not known: their values were delivered as they are.
+    pub unknown_units: Vec<UnknownUnit>,
+}
+
+/// A unit field (`duration_units`, `rate_units`, `units`) naming a unit no conversion is known
+/// for: for the warning on stderr.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnknownUnit {
+    pub metric: String,
+    pub field: String,
+    /// The field's value, quoted (or described when it is not a string).
+    pub unit: String,
 }
 
 /// A value that was not delivered, and why: for the warning on stderr.

@@ -1,14 +1,16 @@
 //! The active-checks request: how an agent announces itself, and what makes the server run its
 //! autoregistration actions for a host it does not know (zabbix-reference.md §9). The tools use
-//! it to register a container without running an agent.
+//! it to register a container without running an agent, and to tell why values were refused.
 
 use std::fmt;
 
 use super::destination::Destination;
 use super::frame;
-use super::sender::SendError;
-use super::transport::{self, ConnectOptions, TransportError};
+use super::route::{self, RedirectError, Route};
+use super::sender::{self, DeliveryError, Refusal, SendError};
+use super::transport::{ConnectOptions, TransportError};
 use crate::deadline::Deadline;
+use crate::text;
 
 /// What an agent sends to ask for its active checks; the server matches autoregistration
 /// actions on `host` and `host_metadata`.
@@ -60,21 +62,104 @@ impl fmt::Display for Registration {
     }
 }
 
-/// Announce `who` to one destination (HA nodes in order) inside the deadline.
+/// Announce `who` along one destination's route (HA nodes in order, a proxy group's redirect
+/// followed) inside the deadline.
 pub fn announce(
-    destination: &Destination,
+    route: &mut Route,
     who: &Announcement,
     deadline: &Deadline,
     opts: &ConnectOptions,
 ) -> Result<Registration, SendError> {
     let message = frame::encode(&who.request(), false)
         .map_err(|e| SendError::Transport(TransportError::Request(e.to_string())))?;
-    let mut node = 0;
-    let payload =
-        transport::exchange_with_cluster(destination, &mut node, &message, deadline, opts)
-            .map_err(SendError::Transport)?;
-    let endpoint = destination.nodes[node].to_string();
-    interpret(&endpoint, &payload, &who.host)
+    let answer = route::exchange(route, &who.host, &message, deadline, opts)?;
+    interpret(&answer.endpoint.to_string(), &answer.payload, &who.host)
+}
+
+/// Say why Zabbix refused every value of a delivery for `host`. The sender reply only counts
+/// values, so this asks the first destination that answered an active-checks request for the
+/// host: `host [X] not found` means an unknown host (or one a proxy monitors), success means
+/// the host is known and its items are missing. One try, inside `deadline`; an error other
+/// than such a partial delivery, or one where some values were taken, is returned as it is.
+///
+/// For an unknown host the server also records an autoregistration event, as for any agent
+/// that asks: an action without conditions would create the host.
+pub fn explain(
+    error: DeliveryError,
+    host: &str,
+    destinations: &[Destination],
+    deadline: &Deadline,
+    opts: &ConnectOptions,
+) -> DeliveryError {
+    match error {
+        DeliveryError::Partial {
+            summary,
+            failed_destinations,
+            why,
+        } if *why == Refusal::Unexplained && summary.failed > 0 && summary.processed == 0 => {
+            let why = ask_about(host, destinations, &failed_destinations, deadline, opts);
+            DeliveryError::Partial {
+                summary,
+                failed_destinations,
+                why: Box::new(why),
+            }
+        }
+        other => other,
+    }
+}
+
+fn ask_about(
+    host: &str,
+    destinations: &[Destination],
+    failed: &[(String, SendError)],
+    deadline: &Deadline,
+    opts: &ConnectOptions,
+) -> Refusal {
+    let Some(server) = destinations
+        .iter()
+        .find(|d| !failed.iter().any(|(name, _)| *name == d.to_string()))
+    else {
+        return Refusal::Unexplained;
+    };
+    if deadline.expired() {
+        return Refusal::Unknown {
+            why: "the deadline has passed".into(),
+        };
+    }
+    let question = Announcement {
+        host: host.to_string(),
+        metadata: None,
+        interface: None,
+    };
+    let once = ConnectOptions {
+        max_rounds: Some(1),
+        ..opts.clone()
+    };
+    match announce(&mut Route::new(server), &question, deadline, &once) {
+        Ok(Registration::Known) => Refusal::ItemsMissing {
+            host: host.to_string(),
+        },
+        Ok(Registration::Requested) => Refusal::UnknownHost {
+            host: host.to_string(),
+            server: server.to_string(),
+        },
+        Err(SendError::ConnectionType { info, .. }) => Refusal::ConnectionType {
+            host: host.to_string(),
+            server: server.to_string(),
+            info,
+        },
+        Err(SendError::Refused { info, .. }) => Refusal::Host {
+            host: host.to_string(),
+            server: server.to_string(),
+            info,
+        },
+        Err(SendError::Redirect(RedirectError::NotHere { info, .. })) => Refusal::Elsewhere {
+            host: host.to_string(),
+            server: server.to_string(),
+            info,
+        },
+        Err(e) => Refusal::Unknown { why: e.to_string() },
+    }
 }
 
 fn interpret(endpoint: &str, payload: &[u8], host: &str) -> Result<Registration, SendError> {
@@ -82,8 +167,9 @@ fn interpret(endpoint: &str, payload: &[u8], host: &str) -> Result<Registration,
         SendError::Transport(TransportError::Protocol {
             endpoint: endpoint.to_string(),
             detail: format!(
-                "not a Zabbix reply: {:?}",
-                String::from_utf8_lossy(&payload[..payload.len().min(80)])
+                "not a Zabbix reply ({} bytes): {:?}",
+                payload.len(),
+                text::shown(&text::lossy(payload))
             ),
         })
     })?;
@@ -94,10 +180,14 @@ fn interpret(endpoint: &str, payload: &[u8], host: &str) -> Result<Registration,
         "failed" if info.contains("not found") && info.contains(host) => {
             Ok(Registration::Requested)
         }
+        "failed" if sender::is_connection_type_refusal(info) => Err(SendError::ConnectionType {
+            endpoint: endpoint.to_string(),
+            info: info.to_string(),
+        }),
         _ => Err(SendError::Refused {
             endpoint: endpoint.to_string(),
             info: if info.is_empty() {
-                format!("unexpected reply {v}")
+                format!("unexpected reply {}", text::shown(&v.to_string()))
             } else {
                 info.to_string()
             },
@@ -108,6 +198,7 @@ fn interpret(endpoint: &str, payload: &[u8], host: &str) -> Result<Registration,
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::outcome::Classify;
 
     #[test]
     fn request_carries_only_what_is_set() {
@@ -147,5 +238,21 @@ mod tests {
             Err(SendError::Refused { .. })
         ));
         assert!(interpret("e", b"garbage", "h").is_err());
+        let plain = interpret(
+            "e",
+            br#"{"response":"failed","info":"connection of type \"unencrypted\" is not allowed for host \"h\""}"#,
+            "h",
+        )
+        .unwrap_err();
+        assert_eq!(
+            plain.failure(),
+            crate::outcome::Failure::ConnectionTypeRefused
+        );
+        assert!(
+            plain
+                .to_string()
+                .contains("the server refused an unencrypted connection for this host"),
+            "{plain}"
+        );
     }
 }

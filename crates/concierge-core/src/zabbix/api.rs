@@ -9,6 +9,9 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use crate::outcome::{Classify, Failure};
+use crate::text::{self, shown};
+
 /// Largest API reply accepted (history of tens of thousands of values fits easily).
 const MAX_REPLY: u64 = 512 * 1024 * 1024;
 
@@ -26,7 +29,32 @@ pub enum ApiError {
         message: String,
         data: String,
     },
+    /// The API refused the credentials: the token (`credentials` says which kind) or the
+    /// user name and password. `detail` is the API's own words.
+    Rejected {
+        method: String,
+        credentials: Credentials,
+        detail: String,
+    },
 }
+
+/// How a client authenticates, for the message when that is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credentials {
+    /// An API token (Users > API tokens), given by the caller.
+    Token,
+    /// A session from `user.login`.
+    Session,
+    /// The user name and password of `user.login`.
+    Password,
+}
+
+/// The `data` of the API's error when it refuses a token or a session (CUser.php in 6.0).
+const AUTH_FAILURES: [&str; 3] = [
+    "Not authorized.",
+    "API token expired.",
+    "Session terminated, re-login, please.",
+];
 
 impl fmt::Display for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -42,20 +70,55 @@ impl fmt::Display for ApiError {
                 data,
             } => write!(
                 f,
-                "Zabbix API {method} failed: {message} {data} (code {code})"
+                "Zabbix API {method} failed: {} {} (code {code})",
+                shown(message),
+                shown(data)
             ),
+            ApiError::Rejected {
+                method,
+                credentials,
+                detail,
+            } => {
+                let (what, remedy) = match credentials {
+                    Credentials::Token => (
+                        "the API token",
+                        "check it under Users > API tokens (enabled, not expired, of this \
+                         server) or give a user and password instead",
+                    ),
+                    Credentials::Session => ("the session", "log in again"),
+                    Credentials::Password => (
+                        "the user name or password",
+                        "check them, or wait if the account is temporarily blocked",
+                    ),
+                };
+                write!(
+                    f,
+                    "Zabbix API {method}: {what} was rejected ({}): {remedy}",
+                    shown(detail)
+                )
+            }
         }
     }
 }
 
 impl std::error::Error for ApiError {}
 
+impl Classify for ApiError {
+    fn failure(&self) -> Failure {
+        match self {
+            ApiError::Http { .. } => Failure::ZabbixUnreachable,
+            ApiError::BadReply { .. } | ApiError::Api { .. } => Failure::ZabbixRefused,
+            ApiError::Rejected { .. } => Failure::Usage,
+        }
+    }
+}
+
 /// A logged-in API session.
 #[derive(Clone)]
 pub struct Api {
     agent: ureq::Agent,
     url: String,
-    token: Option<String>,
+    token: Option<(String, Credentials)>,
 }
 
 impl fmt::Debug for Api {
@@ -84,7 +147,7 @@ impl Api {
 
     /// Use an API token (or an existing session id) for every call.
     pub fn with_token(mut self, token: &str) -> Self {
-        self.token = Some(token.to_string());
+        self.token = Some((token.to_string(), Credentials::Token));
         self
     }
 
@@ -96,10 +159,18 @@ impl Api {
         )?;
         let token = token.as_str().ok_or_else(|| ApiError::BadReply {
             method: "user.login".into(),
-            detail: format!("token is not a string: {token}"),
+            detail: format!("token is not a string: {}", shown(&token.to_string())),
         })?;
-        self.token = Some(token.to_string());
+        self.token = Some((token.to_string(), Credentials::Session));
         Ok(self)
+    }
+
+    /// End the session `login` opened (nothing to do for an API token).
+    pub fn logout(&self) -> Result<(), ApiError> {
+        match &self.token {
+            Some((_, Credentials::Session)) => self.call("user.logout", json!([])).map(drop),
+            _ => Ok(()),
+        }
     }
 
     /// The server's version, e.g. "6.0.14" (needs no login).
@@ -112,7 +183,7 @@ impl Api {
     pub fn call(&self, method: &str, params: Value) -> Result<Value, ApiError> {
         let mut body = json!({"jsonrpc": "2.0", "method": method, "params": params, "id": 1});
         // apiinfo.version and user.login refuse an auth field.
-        if let (Some(token), false) = (
+        if let (Some((token, _)), false) = (
             &self.token,
             matches!(method, "apiinfo.version" | "user.login"),
         ) {
@@ -142,22 +213,46 @@ impl Api {
             .map_err(|e| http(format!("reading the reply: {e}")))?;
         let reply: Value = serde_json::from_slice(&bytes).map_err(|_| {
             bad(format!(
-                "HTTP {status}, not JSON: {:?}",
-                String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
+                "HTTP {status}, not JSON ({} bytes): {:?}",
+                bytes.len(),
+                shown(&text::lossy(&bytes))
             ))
         })?;
         if let Some(err) = reply.get("error") {
-            return Err(ApiError::Api {
-                method: method.to_string(),
-                code: err["code"].as_i64().unwrap_or(0),
-                message: err["message"].as_str().unwrap_or("?").to_string(),
-                data: err["data"].as_str().unwrap_or("").to_string(),
-            });
+            return Err(self.error(method, err));
         }
-        reply
-            .get("result")
-            .cloned()
-            .ok_or_else(|| bad(format!("neither result nor error: {reply}")))
+        reply.get("result").cloned().ok_or_else(|| {
+            bad(format!(
+                "neither result nor error: {}",
+                shown(&reply.to_string())
+            ))
+        })
+    }
+
+    /// The error object of a reply as an [`ApiError`]: refused credentials said as such.
+    fn error(&self, method: &str, err: &Value) -> ApiError {
+        let code = err["code"].as_i64().unwrap_or(0);
+        let data = err["data"].as_str().unwrap_or("").to_string();
+        let credentials = match (&self.token, method) {
+            (_, "user.login") if data.starts_with("Incorrect user name or password") => {
+                Some(Credentials::Password)
+            }
+            (Some((_, kind)), _) if AUTH_FAILURES.contains(&data.as_str()) => Some(*kind),
+            _ => None,
+        };
+        match credentials {
+            Some(credentials) => ApiError::Rejected {
+                method: method.to_string(),
+                credentials,
+                detail: data,
+            },
+            None => ApiError::Api {
+                method: method.to_string(),
+                code,
+                message: err["message"].as_str().unwrap_or("?").to_string(),
+                data,
+            },
+        }
     }
 
     /// The id of the first object `method` (a `*.get`) finds with `filter`, if any.

@@ -5,6 +5,9 @@
 
 use std::fmt;
 
+use crate::outcome::{Classify, Failure};
+use crate::text::shown;
+
 /// The default Zabbix trapper port.
 pub const DEFAULT_PORT: u16 = 10051;
 
@@ -56,12 +59,19 @@ impl fmt::Display for DestinationError {
         write!(
             f,
             "invalid Zabbix address {:?}: {}",
-            self.entry, self.reason
+            shown(&self.entry),
+            self.reason
         )
     }
 }
 
 impl std::error::Error for DestinationError {}
+
+impl Classify for DestinationError {
+    fn failure(&self) -> Failure {
+        Failure::Usage
+    }
+}
 
 /// Parse a `ServerActive`-style list. Entries are `host`, `host:port`, `[v6]`, `[v6]:port` or
 /// a bare IPv6 address; `default_port` applies where no port is written.

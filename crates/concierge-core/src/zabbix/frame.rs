@@ -8,6 +8,9 @@ use flate2::read::ZlibDecoder;
 use flate2::write::ZlibEncoder;
 use flate2::Compression;
 
+use crate::outcome::{Classify, Failure};
+use crate::text::shown;
+
 /// The four bytes every Zabbix message starts with.
 pub const MAGIC: &[u8; 4] = b"ZBXD";
 /// Must be set on every message.
@@ -63,7 +66,7 @@ impl fmt::Display for FrameError {
                 write!(
                     f,
                     "reply does not start with ZBXD (got {:?})",
-                    String::from_utf8_lossy(m)
+                    shown(&String::from_utf8_lossy(m))
                 )
             }
             FrameError::BadFlags(b) => write!(f, "reply has invalid protocol flags 0x{b:02x}"),
@@ -76,6 +79,21 @@ impl fmt::Display for FrameError {
 }
 
 impl std::error::Error for FrameError {}
+
+impl Classify for FrameError {
+    fn failure(&self) -> Failure {
+        match self {
+            FrameError::Io(e) if is_timeout(e) => Failure::DeadlineExceeded,
+            FrameError::Io(_)
+            | FrameError::Closed
+            | FrameError::Truncated { .. }
+            | FrameError::BadMagic(_)
+            | FrameError::BadFlags(_)
+            | FrameError::TooLarge { .. }
+            | FrameError::Decompress(_) => Failure::ZabbixRefused,
+        }
+    }
+}
 
 /// True for the error kinds a socket read/write timeout produces on Unix.
 pub fn is_timeout(e: &io::Error) -> bool {
@@ -141,6 +159,14 @@ fn write_header(buf: &mut [u8], flags: u8, len: usize, reserved: usize) {
     // Both lengths are below MAX_REQUEST (1 GiB), so they fit the 32-bit fields.
     buf[5..9].copy_from_slice(&(len as u32).to_le_bytes());
     buf[9..13].copy_from_slice(&(reserved as u32).to_le_bytes());
+}
+
+/// The header of an uncompressed message of `len` payload bytes (at most [`MAX_REQUEST`]),
+/// for a payload that is written after it as it is produced.
+pub fn plain_header(len: usize) -> [u8; HEADER_LEN] {
+    let mut h = [0u8; HEADER_LEN];
+    write_header(&mut h, FLAG_PROTOCOL, len, 0);
+    h
 }
 
 /// Frame `payload` as one message (convenience for small messages and tests).

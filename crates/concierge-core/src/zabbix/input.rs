@@ -8,6 +8,9 @@
 use std::fmt;
 use std::io::{self, Write};
 
+use crate::outcome::{Classify, Failure};
+use crate::text::shown;
+
 /// Which optional columns a file has: `-T` (timestamps) and `-N` (nanoseconds).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct InputFormat {
@@ -50,6 +53,12 @@ impl fmt::Display for InputError {
 }
 
 impl std::error::Error for InputError {}
+
+impl Classify for InputError {
+    fn failure(&self) -> Failure {
+        Failure::SourceUnparsable
+    }
+}
 
 /// Largest timestamp zabbix_sender accepts (`is_uint31`).
 const MAX_CLOCK: u64 = 0x7FFF_FFFF;
@@ -133,17 +142,21 @@ fn parse_fields(line: &str, format: InputFormat) -> Result<InputLine, String> {
     let (mut clock, mut ns) = (None, None);
     if format.with_timestamps {
         let (text, r) = required(rest, "timestamp")?;
-        clock =
-            Some(parse_uint(&text, MAX_CLOCK).ok_or_else(|| {
-                format!("invalid timestamp {text:?} (expected 0 to {MAX_CLOCK})")
-            })?);
+        clock = Some(parse_uint(&text, MAX_CLOCK).ok_or_else(|| {
+            format!(
+                "invalid timestamp {:?} (expected 0 to {MAX_CLOCK})",
+                shown(&text)
+            )
+        })?);
         rest = r;
         if format.with_ns {
             let (text, r) = required(rest, "nanoseconds")?;
-            ns =
-                Some(parse_uint(&text, MAX_NS).ok_or_else(|| {
-                    format!("invalid nanoseconds {text:?} (expected 0 to {MAX_NS})")
-                })?);
+            ns = Some(parse_uint(&text, MAX_NS).ok_or_else(|| {
+                format!(
+                    "invalid nanoseconds {:?} (expected 0 to {MAX_NS})",
+                    shown(&text)
+                )
+            })?);
             rest = r;
         }
     }

@@ -9,6 +9,9 @@ use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 
+use crate::outcome::{Classify, Failure};
+use crate::text::shown;
+
 /// Longest item key Zabbix stores (`ITEM_KEY_LEN`, `items.key_ varchar(2048)`), in characters.
 pub const MAX_KEY_LEN: usize = 2048;
 
@@ -31,11 +34,14 @@ impl fmt::Display for KeyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             KeyError::InvalidTemplate(why) => write!(f, "invalid item key template: {why}"),
-            KeyError::Invalid { key, reason } => write!(f, "invalid item key {key:?}: {reason}"),
+            KeyError::Invalid { key, reason } => {
+                write!(f, "invalid item key {:?}: {reason}", shown(key))
+            }
             KeyError::Unencodable { param } => write!(
                 f,
-                "item key parameter {param:?} needs quoting but ends with a backslash, \
-                 which Zabbix cannot quote"
+                "item key parameter {:?} needs quoting but ends with a backslash, \
+                 which Zabbix cannot quote",
+                shown(param)
             ),
             KeyError::TooLong { len } => write!(
                 f,
@@ -49,6 +55,18 @@ impl fmt::Display for KeyError {
 }
 
 impl std::error::Error for KeyError {}
+
+impl Classify for KeyError {
+    fn failure(&self) -> Failure {
+        match self {
+            KeyError::InvalidTemplate(_)
+            | KeyError::Invalid { .. }
+            | KeyError::Unencodable { .. }
+            | KeyError::TooLong { .. }
+            | KeyError::MissingStat => Failure::Usage,
+        }
+    }
+}
 
 /// True for the characters Zabbix allows in a key name (`is_key_char`: `[0-9A-Za-z._-]`).
 fn is_key_char(b: u8) -> bool {
@@ -136,9 +154,32 @@ fn describe_at(key: &str, at: usize) -> String {
     }
 }
 
-/// The syntax part of [`validate`]; `Err` carries the reason. Works on bytes: every syntax
-/// character is ASCII, and UTF-8 continuation bytes never look like one.
+/// The syntax part of [`validate`]; `Err` carries the reason.
 fn check_syntax(key: &str) -> Result<(), String> {
+    tokenize(key, |_| {})
+}
+
+/// One top-level parameter of a key, found by [`tokenize`]: bytes `start..end` of the key,
+/// quotes and brackets included (empty for an empty parameter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Param {
+    start: usize,
+    end: usize,
+    kind: ParamKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ParamKind {
+    Unquoted,
+    Quoted,
+    Array,
+}
+
+/// Reads `key` as the server's `parse_key` does, handing each top-level parameter to `emit`
+/// (the parameters `replace_key_params_dyn` substitutes into); `Err` carries the reason. Works
+/// on bytes: every syntax character is ASCII, and UTF-8 continuation bytes never look like
+/// one.
+fn tokenize(key: &str, mut emit: impl FnMut(Param)) -> Result<(), String> {
     let b = key.as_bytes();
     let name_len = b.iter().take_while(|&&c| is_key_char(c)).count();
     if name_len == 0 {
@@ -147,99 +188,155 @@ fn check_syntax(key: &str) -> Result<(), String> {
             Some(c) => format!("key name must start with one of [0-9A-Za-z._-], not {c:?}"),
         });
     }
-    let mut i = name_len;
-    if i == b.len() {
-        return Ok(());
-    }
-    if b[i] != b'[' {
-        let c = key[i..].chars().next().unwrap_or('?');
-        return Err(format!(
-            "invalid character {c:?} in key name (allowed: [0-9A-Za-z._-], then optional [params])"
-        ));
-    }
-    // 0: before a parameter, 1: inside a quoted one, 2: inside an unquoted one.
-    let mut state = 0u8;
-    let mut in_array = false;
-    i += 1;
-    loop {
-        let Some(&c) = b.get(i) else {
-            return Err(if state == 1 {
-                "unterminated quoted parameter (a quoted parameter cannot end with a backslash)"
-                    .to_string()
-            } else {
-                "missing closing ']'".to_string()
-            });
-        };
-        match state {
-            0 => match c {
-                b',' | b' ' => {}
-                b'"' => state = 1,
-                b'[' if in_array => {
-                    return Err(format!(
-                        "nested array at position {} (only one level is allowed)",
-                        position(key, i)
-                    ))
-                }
-                b'[' => in_array = true,
-                b']' if in_array => {
-                    in_array = false;
-                    i += 1;
-                    while b.get(i) == Some(&b' ') {
-                        i += 1;
-                    }
-                    match b.get(i) {
-                        Some(b']') => break,
-                        Some(b',') => {}
-                        _ => return Err(describe_at(key, i)),
-                    }
-                }
-                b']' => break,
-                _ => state = 2,
-            },
-            1 => match c {
-                b'"' => {
-                    while b.get(i + 1) == Some(&b' ') {
-                        i += 1;
-                    }
-                    match b.get(i + 1) {
-                        Some(b']') if !in_array => {
-                            i += 1;
-                            break;
-                        }
-                        Some(b',') => state = 0,
-                        Some(b']') => state = 0,
-                        _ => {
-                            return Err(format!(
-                                "after a closing quote: {}",
-                                describe_at(key, i + 1)
-                            ))
-                        }
-                    }
-                }
-                b'\\' if b.get(i + 1) == Some(&b'"') => i += 1,
-                _ => {}
-            },
-            _ => match c {
-                b',' => state = 0,
-                b']' if in_array => {
-                    // Let state 0 close the array.
-                    state = 0;
-                    continue;
-                }
-                b']' => break,
-                _ => {}
-            },
+    match b.get(name_len) {
+        None => return Ok(()),
+        Some(b'[') => {}
+        Some(_) => {
+            let c = key[name_len..].chars().next().unwrap_or('?');
+            return Err(format!(
+                "invalid character {c:?} in key name (allowed: [0-9A-Za-z._-], then optional [params])"
+            ));
         }
-        i += 1;
     }
+    let mut scan = Scan {
+        key,
+        b,
+        i: name_len + 1,
+    };
+    scan.list(true, &mut emit)?;
     // `i` is at the closing ']'.
-    if i + 1 != b.len() {
+    if scan.i + 1 != b.len() {
         return Err(format!(
             "text after the closing ']' at position {}",
-            position(key, i + 1)
+            position(key, scan.i + 1)
         ));
     }
     Ok(())
+}
+
+/// The reading position in a key's parameters.
+struct Scan<'a> {
+    key: &'a str,
+    b: &'a [u8],
+    i: usize,
+}
+
+/// What follows a quoted parameter or an array.
+enum Next {
+    /// Another parameter (the ',' is read).
+    Param,
+    /// The list's closing ']' (not read).
+    Close,
+}
+
+impl Scan<'_> {
+    /// Reads parameters up to the ']' that closes the list (one level of arrays below the
+    /// top), leaving `i` there. Only top-level parameters are emitted: an array is one.
+    fn list(&mut self, top: bool, emit: &mut dyn FnMut(Param)) -> Result<(), String> {
+        let mut emit_top = |p: Param| {
+            if top {
+                emit(p)
+            }
+        };
+        loop {
+            let start = self.i;
+            let Some(&c) = self.b.get(start) else {
+                return Err("missing closing ']'".to_string());
+            };
+            let next = match c {
+                b' ' => {
+                    self.i += 1;
+                    continue;
+                }
+                b',' | b']' => {
+                    emit_top(Param::empty(start));
+                    if c == b']' {
+                        return Ok(());
+                    }
+                    self.i += 1;
+                    continue;
+                }
+                b'[' if !top => {
+                    return Err(format!(
+                        "nested array at position {} (only one level is allowed)",
+                        position(self.key, start)
+                    ))
+                }
+                b'[' => {
+                    self.i += 1;
+                    self.list(false, &mut |_| {})?;
+                    self.i += 1;
+                    emit_top(Param::new(start, self.i, ParamKind::Array));
+                    self.after(|at| describe_at(self.key, at))?
+                }
+                b'"' => {
+                    self.quoted()?;
+                    emit_top(Param::new(start, self.i, ParamKind::Quoted));
+                    let key = self.key;
+                    self.after(|at| format!("after a closing quote: {}", describe_at(key, at)))?
+                }
+                _ => {
+                    while !matches!(self.b.get(self.i), None | Some(b',' | b']')) {
+                        self.i += 1;
+                    }
+                    emit_top(Param::new(start, self.i, ParamKind::Unquoted));
+                    match self.b.get(self.i) {
+                        Some(b',') => Next::Param,
+                        Some(_) => Next::Close,
+                        None => return Err("missing closing ']'".to_string()),
+                    }
+                }
+            };
+            match next {
+                Next::Param => self.i += 1,
+                Next::Close => return Ok(()),
+            }
+        }
+    }
+
+    /// From an opening quote to just after its closing one; `\"` is the only escape.
+    fn quoted(&mut self) -> Result<(), String> {
+        self.i += 1;
+        loop {
+            match self.b.get(self.i) {
+                None => {
+                    return Err(
+                        "unterminated quoted parameter (a quoted parameter cannot end \
+                                with a backslash)"
+                            .to_string(),
+                    )
+                }
+                Some(b'"') => {
+                    self.i += 1;
+                    return Ok(());
+                }
+                Some(b'\\') if self.b.get(self.i + 1) == Some(&b'"') => self.i += 2,
+                Some(_) => self.i += 1,
+            }
+        }
+    }
+
+    /// After a quoted parameter or an array: spaces, then ',' (read) or ']' (not read).
+    fn after(&mut self, unexpected: impl FnOnce(usize) -> String) -> Result<Next, String> {
+        while self.b.get(self.i) == Some(&b' ') {
+            self.i += 1;
+        }
+        match self.b.get(self.i) {
+            Some(b',') => Ok(Next::Param),
+            Some(b']') => Ok(Next::Close),
+            _ => Err(unexpected(self.i)),
+        }
+    }
+}
+
+impl Param {
+    fn new(start: usize, end: usize, kind: ParamKind) -> Self {
+        Self { start, end, kind }
+    }
+
+    fn empty(at: usize) -> Self {
+        Self::new(at, at, ParamKind::Unquoted)
+    }
 }
 
 /// One piece of a parameter's unquoted text.
@@ -302,75 +399,34 @@ impl FromStr for KeyTemplate {
 
     /// Parses a template such as `timer[{name}.{stat}]` or `app.metric["{name}",{stat}]`.
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let b = text.as_bytes();
-        let name_len = b.iter().take_while(|&&c| is_key_char(c)).count();
-        if b.get(name_len) == Some(&b'{') {
-            return Err(KeyError::InvalidTemplate(format!(
-                "{text:?}: placeholders are allowed only inside [parameters], not in the key name"
-            )));
+        let invalid = |why: &str| KeyError::InvalidTemplate(format!("{:?}: {why}", shown(text)));
+        let name_len = text.bytes().take_while(|&c| is_key_char(c)).count();
+        if text.as_bytes().get(name_len) == Some(&b'{') {
+            return Err(invalid(
+                "placeholders are allowed only inside [parameters], not in the key name",
+            ));
         }
-        check_syntax(text).map_err(|why| KeyError::InvalidTemplate(format!("{text:?}: {why}")))?;
-
-        let mut pieces = Vec::new();
-        let mut lit_start = 0;
-        // Each parameter as (start, end, quoted); `end` is exclusive and includes the quotes.
         let mut params = Vec::new();
-        // The state machine of the server's `replace_key_params_dyn`, one level deep.
-        #[derive(PartialEq)]
-        enum St {
-            New,
-            End,
-            Unquoted,
-            Quoted,
+        tokenize(text, |p| params.push(p)).map_err(|why| invalid(&why))?;
+        if params.iter().any(|p| p.kind == ParamKind::Array) {
+            return Err(invalid(
+                "array parameters are not supported in key templates",
+            ));
         }
-        let mut st = St::New;
-        let mut start = 0;
-        let mut i = name_len + 1;
-        while i < b.len() {
-            let c = b[i];
-            match st {
-                St::New => match c {
-                    b' ' => {}
-                    b',' | b']' => params.push((i, i, false)),
-                    b'[' => {
-                        return Err(KeyError::InvalidTemplate(format!(
-                            "{text:?}: array parameters are not supported in key templates"
-                        )))
-                    }
-                    b'"' => {
-                        st = St::Quoted;
-                        start = i;
-                    }
-                    _ => {
-                        st = St::Unquoted;
-                        start = i;
-                    }
-                },
-                St::End => {
-                    if c == b',' {
-                        st = St::New;
-                    }
-                }
-                St::Unquoted => {
-                    if c == b',' || c == b']' {
-                        params.push((start, i, false));
-                        st = if c == b',' { St::New } else { St::End };
-                    }
-                }
-                St::Quoted => {
-                    if c == b'"' && b[i - 1] != b'\\' {
-                        params.push((start, i + 1, true));
-                        st = St::End;
-                    }
-                }
-            }
-            i += 1;
-        }
+        Ok(KeyTemplate::from_params(text, &params))
+    }
+}
 
-        let mut fixed_len = 0;
-        let mut has_stat = false;
-        for (start, end, quoted) in params {
-            let raw = &text[start..end];
+impl KeyTemplate {
+    /// The template made of `text` and its top-level parameters: literal text between the
+    /// parameters that hold a placeholder. Like the server, a parameter without one is left
+    /// exactly as written.
+    fn from_params(text: &str, params: &[Param]) -> Self {
+        let mut pieces = Vec::new();
+        let (mut lit_start, mut fixed_len, mut has_stat) = (0, 0, false);
+        for p in params {
+            let raw = &text[p.start..p.end];
+            let quoted = p.kind == ParamKind::Quoted;
             let unquoted: Cow<'_, str> = if quoted {
                 let inner = &raw[1..raw.len() - 1];
                 if inner.contains("\\\"") {
@@ -381,44 +437,40 @@ impl FromStr for KeyTemplate {
             } else {
                 Cow::Borrowed(raw)
             };
-            // Like the server, leave a parameter without placeholders exactly as written.
             if !unquoted.contains(NAME) && !unquoted.contains(STAT) {
                 continue;
             }
             let parts = split_placeholders(&unquoted);
             has_stat |= parts.contains(&Part::Stat);
-            let literal = &text[lit_start..start];
-            fixed_len += literal.len();
-            pieces.push(Piece::Literal(literal.to_string()));
-            fixed_len += 2 + parts
+            let literal = &text[lit_start..p.start];
+            let text_len: usize = parts
                 .iter()
-                .map(|p| match p {
+                .map(|part| match part {
                     Part::Text(t) => t.len(),
                     _ => 0,
                 })
-                .sum::<usize>();
+                .sum();
+            fixed_len += literal.len() + 2 + text_len;
+            pieces.push(Piece::Literal(literal.to_string()));
             pieces.push(Piece::Param {
                 parts,
                 quoted,
                 raw: raw.to_string(),
             });
-            lit_start = end;
+            lit_start = p.end;
         }
         let tail = &text[lit_start..];
         fixed_len += tail.len();
         pieces.push(Piece::Literal(tail.to_string()));
         pieces.retain(|p| !matches!(p, Piece::Literal(l) if l.is_empty()));
-
-        Ok(KeyTemplate {
+        KeyTemplate {
             text: text.to_string(),
             pieces,
             has_stat,
             fixed_len,
-        })
+        }
     }
-}
 
-impl KeyTemplate {
     /// The item key for metric `name` and statistic `stat`, exactly as the Zabbix server builds
     /// it from the matching item prototype: each parameter holding a placeholder is unquoted,
     /// substituted, then re-quoted with `quote_key_param` (forced if it was quoted in the

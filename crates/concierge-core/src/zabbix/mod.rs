@@ -7,5 +7,6 @@ pub mod frame;
 pub mod input;
 pub mod key;
 pub mod lld;
+pub mod route;
 pub mod sender;
 pub mod transport;

@@ -1,20 +1,26 @@
 //! The "sender data" request: values for trapper items, delivered in one shot to every
 //! destination, with the reply's processed / failed / total counts (zabbix-reference.md §2).
 
+use std::collections::HashMap;
 use std::fmt;
-use std::io::Write;
+use std::io::{self, BufWriter, Write};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::destination::{Destination, Endpoint};
-use super::frame::MessageBuf;
-use super::transport::{self, ConnectOptions, TransportError};
+use super::frame::{self, MessageBuf, MAX_REQUEST};
+use super::route::{self, RedirectError, Route, RouteError};
+use super::transport::{ConnectOptions, Message, TransportError};
 use crate::deadline::Deadline;
+use crate::outcome::{Classify, Failure};
+use crate::text::{self, shown};
 
 /// One value for one trapper item.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Value {
-    /// The host's technical name.
-    pub host: String,
+    /// The host's technical name, shared by the values of one host (a run's values all name
+    /// the same host: one allocation, not one per value).
+    pub host: Arc<str>,
     /// The item key, byte-exact.
     pub key: String,
     /// The value as text; numbers formatted as Zabbix stores them.
@@ -80,6 +86,20 @@ pub enum SendError {
     Transport(TransportError),
     /// The server answered `"response":"failed"` (bad JSON, shutting down…).
     Refused { endpoint: String, info: String },
+    /// The nodes sent the request on and on, or none holds the host.
+    Redirect(RedirectError),
+    /// The server does not allow this connection type for the host (`connection of type
+    /// "unencrypted" is not allowed for host "x"`): it wants PSK or a certificate.
+    ConnectionType { endpoint: String, info: String },
+}
+
+impl From<RouteError> for SendError {
+    fn from(e: RouteError) -> Self {
+        match e {
+            RouteError::Transport(e) => SendError::Transport(e),
+            RouteError::Redirect(e) => SendError::Redirect(e),
+        }
+    }
 }
 
 impl fmt::Display for SendError {
@@ -87,56 +107,185 @@ impl fmt::Display for SendError {
         match self {
             SendError::Transport(e) => e.fmt(f),
             SendError::Refused { endpoint, info } => {
-                write!(f, "Zabbix at {endpoint} refused the request: {info}")
+                write!(
+                    f,
+                    "Zabbix at {endpoint} refused the request: {}",
+                    shown(info)
+                )
+            }
+            SendError::Redirect(e) => e.fmt(f),
+            SendError::ConnectionType { endpoint, info } => {
+                write!(
+                    f,
+                    "Zabbix at {endpoint} refused: {}",
+                    connection_type_hint(info)
+                )
             }
         }
+    }
+}
+
+/// True when a server's `info` says the host does not allow this connection type.
+pub fn is_connection_type_refusal(info: &str) -> bool {
+    info.starts_with("connection of type ") && info.contains(" is not allowed for host")
+}
+
+/// The server's words, and what to do about them.
+fn connection_type_hint(info: &str) -> String {
+    if info.starts_with("connection of type \"unencrypted\"") {
+        format!(
+            "the server refused an unencrypted connection for this host ({}): connect with \
+             --tls-connect psk or cert, as the host's encryption settings require",
+            shown(info)
+        )
+    } else {
+        format!(
+            "{}: use the connection type the host's encryption settings accept",
+            shown(info)
+        )
     }
 }
 
 impl std::error::Error for SendError {}
 
+impl Classify for SendError {
+    fn failure(&self) -> Failure {
+        match self {
+            SendError::Transport(t) => t.failure(),
+            SendError::Refused { .. } => Failure::ZabbixRefused,
+            SendError::Redirect(e) => e.failure(),
+            SendError::ConnectionType { .. } => Failure::ConnectionTypeRefused,
+        }
+    }
+}
+
 /// Write the "sender data" JSON for `values` into `out`.
 pub fn write_request(out: &mut Vec<u8>, values: &[Value], now: Timestamp) {
-    out.extend_from_slice(br#"{"request":"sender data","data":["#);
+    // Writing into a Vec cannot fail.
+    let _ = write_values(out, values.iter(), now);
+}
+
+fn write_values<'a, W: Write + ?Sized>(
+    out: &mut W,
+    values: impl Iterator<Item = &'a Value>,
+    now: Timestamp,
+) -> io::Result<()> {
+    out.write_all(br#"{"request":"sender data","data":["#)?;
     let mut last_host: Option<(&str, Vec<u8>)> = None;
-    for (i, v) in values.iter().enumerate() {
+    for (i, v) in values.enumerate() {
         if i > 0 {
-            out.push(b',');
+            out.write_all(b",")?;
         }
-        out.extend_from_slice(br#"{"host":"#);
-        // Every value of a run usually names the same host: escape it once.
+        out.write_all(br#"{"host":"#)?;
+        // Every value of a request names the same host: escape it once.
         match &last_host {
-            Some((h, esc)) if *h == v.host => out.extend_from_slice(esc),
+            Some((h, esc)) if *h == &*v.host => out.write_all(esc)?,
             _ => {
                 let mut esc = Vec::with_capacity(v.host.len() + 2);
-                json_string(&mut esc, &v.host);
-                out.extend_from_slice(&esc);
+                json_string(&mut esc, &v.host)?;
+                out.write_all(&esc)?;
                 last_host = Some((&v.host, esc));
             }
         }
-        out.extend_from_slice(br#","key":"#);
-        json_string(out, &v.key);
-        out.extend_from_slice(br#","value":"#);
-        json_string(out, &v.value);
+        out.write_all(br#","key":"#)?;
+        json_string(out, &v.key)?;
+        out.write_all(br#","value":"#)?;
+        json_string(out, &v.value)?;
         if let Some(ts) = v.clock {
-            let _ = write!(out, r#","clock":{}"#, ts.clock);
+            write!(out, r#","clock":{}"#, ts.clock)?;
             if let Some(ns) = ts.ns {
-                let _ = write!(out, r#","ns":{ns}"#);
+                write!(out, r#","ns":{ns}"#)?;
             }
         }
-        out.push(b'}');
+        out.write_all(b"}")?;
     }
-    let _ = write!(
+    write!(
         out,
         r#"],"clock":{},"ns":{}}}"#,
         now.clock,
         now.ns.unwrap_or(0)
-    );
+    )
 }
 
-fn json_string(out: &mut Vec<u8>, s: &str) {
-    // serde_json's escaping is correct for every input; writing into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, s);
+/// `values` as requests of one host each, hosts in the order they first appear and values in
+/// their order, each host's split into parts of at most `chunk`. A server or proxy decides
+/// where a request belongs on its first value's host (and redirects all of it), so a request
+/// never mixes hosts.
+fn by_host(values: &[Value], chunk: usize) -> Vec<Vec<&Value>> {
+    let chunk = chunk.max(1);
+    let mut hosts: Vec<(&str, Vec<&Value>)> = Vec::new();
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    // Values mostly come in runs of one host: look a host up only when it changes.
+    let mut last: Option<(&str, usize)> = None;
+    for v in values {
+        let i = match last {
+            Some((host, i)) if host == &*v.host => i,
+            _ => {
+                let i = *index.entry(&v.host).or_insert_with(|| {
+                    hosts.push((&v.host, Vec::new()));
+                    hosts.len() - 1
+                });
+                last = Some((&v.host, i));
+                i
+            }
+        };
+        hosts[i].1.push(v);
+    }
+    let mut requests = Vec::new();
+    for (_, values) in hosts {
+        if values.len() <= chunk {
+            requests.push(values);
+        } else {
+            requests.extend(values.chunks(chunk).map(<[&Value]>::to_vec));
+        }
+    }
+    requests
+}
+
+/// The exact length of what [`write_values`] writes for `values`.
+fn request_len<'a>(values: impl Iterator<Item = &'a Value>, now: Timestamp) -> usize {
+    let digits = |n: u32| n.checked_ilog10().map_or(1, |d| d as usize + 1);
+    let mut len = br#"{"request":"sender data","data":["#.len();
+    let mut last_host: Option<(&str, usize)> = None;
+    for (i, v) in values.enumerate() {
+        len += usize::from(i > 0);
+        let host = match last_host {
+            Some((h, n)) if h == &*v.host => n,
+            _ => {
+                let n = json_string_len(&v.host);
+                last_host = Some((&v.host, n));
+                n
+            }
+        };
+        len += br#"{"host":,"key":,"value":}"#.len()
+            + host
+            + json_string_len(&v.key)
+            + json_string_len(&v.value);
+        if let Some(ts) = v.clock {
+            len += br#","clock":"#.len() + digits(ts.clock);
+            if let Some(ns) = ts.ns {
+                len += br#","ns":"#.len() + digits(ns);
+            }
+        }
+    }
+    len + br#"],"clock":,"ns":}"#.len() + digits(now.clock) + digits(now.ns.unwrap_or(0))
+}
+
+/// The length of `s` as a JSON string, quotes included, escaped as serde_json escapes it.
+fn json_string_len(s: &str) -> usize {
+    2 + s.len()
+        + s.bytes()
+            .map(|b| match b {
+                b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 1,
+                0..=0x1f => 5,
+                _ => 0,
+            })
+            .sum::<usize>()
+}
+
+fn json_string<W: Write + ?Sized>(out: &mut W, s: &str) -> io::Result<()> {
+    // serde_json's escaping is correct for every input.
+    serde_json::to_writer(out, s).map_err(io::Error::from)
 }
 
 /// The parsed reply to a "sender data" (or "agent data") request.
@@ -220,9 +369,97 @@ pub enum DeliveryError {
     Partial {
         summary: Summary,
         failed_destinations: Vec<(String, SendError)>,
+        /// What the refused values mean for the admin, as far as is known (boxed: the error
+        /// is returned often, the reason rarely filled in).
+        why: Box<Refusal>,
     },
     /// No destination took anything: the first destination's error.
     Failed(SendError),
+}
+
+/// Why a server refused values. Its reply only counts them, so when every value was refused
+/// the host is asked about (see `active::explain`); the answer says what the admin has to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// Not asked: nothing was refused, or the caller did not ask.
+    Unexplained,
+    /// Some values were taken, so the host is known: the others have no trapper item (yet).
+    SomeItemsMissing,
+    /// The server does not know the host, or a proxy monitors it.
+    UnknownHost { host: String, server: String },
+    /// The server knows the host, but it has none of the values' items.
+    ItemsMissing { host: String },
+    /// The server says a proxy monitors the host (`host "x" is monitored by a proxy`).
+    Elsewhere {
+        host: String,
+        server: String,
+        info: String,
+    },
+    /// The server answered something else about the host (`host [x] not monitored`).
+    Host {
+        host: String,
+        server: String,
+        info: String,
+    },
+    /// The host could not be asked about (values for several hosts, no time left, no answer).
+    Unknown { why: String },
+    /// The server does not allow this connection type for the host (plain to a PSK host...).
+    ConnectionType {
+        host: String,
+        server: String,
+        info: String,
+    },
+}
+
+/// What to do about an unknown host, and about missing items.
+const REGISTER_HINT: &str = "create the host in Zabbix, or have concierge-heartbeat --register \
+    announce it to an autoregistration action";
+const LLD_HINT: &str = "the LLD rules of the host's template create them from \
+    concierge-discover (check that --key-template and --stats match the item prototypes)";
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::Unexplained => Ok(()),
+            Refusal::SomeItemsMissing => write!(
+                f,
+                "the host is known, so the refused values' items are missing or are not \
+                 trapper items: {LLD_HINT}"
+            ),
+            Refusal::UnknownHost { host, server } => write!(
+                f,
+                "Zabbix at {server} does not know host {:?} (or a proxy monitors it): \
+                 {REGISTER_HINT}",
+                shown(host)
+            ),
+            Refusal::ItemsMissing { host } => write!(
+                f,
+                "host {:?} is known, but has none of these trapper items: {LLD_HINT}",
+                shown(host)
+            ),
+            Refusal::Elsewhere { host, server, info } => write!(
+                f,
+                "Zabbix at {server} says of host {:?}: {}: send to the proxy (or proxy group) \
+                 that monitors it",
+                shown(host),
+                shown(info)
+            ),
+            Refusal::Host { host, server, info } => write!(
+                f,
+                "Zabbix at {server} says of host {:?}: {}",
+                shown(host),
+                shown(info)
+            ),
+            Refusal::ConnectionType { server, info, .. } => {
+                write!(f, "Zabbix at {server} says: {}", connection_type_hint(info))
+            }
+            Refusal::Unknown { why } => write!(
+                f,
+                "either Zabbix does not know the host ({REGISTER_HINT}) or the host lacks \
+                 these items ({LLD_HINT}); asking which failed: {why}"
+            ),
+        }
+    }
 }
 
 impl fmt::Display for DeliveryError {
@@ -231,6 +468,7 @@ impl fmt::Display for DeliveryError {
             DeliveryError::Partial {
                 summary,
                 failed_destinations,
+                why,
             } => {
                 write!(
                     f,
@@ -240,7 +478,14 @@ impl fmt::Display for DeliveryError {
                 for (d, e) in failed_destinations {
                     write!(f, "; {d}: {e}")?;
                 }
-                Ok(())
+                match why.as_ref() {
+                    Refusal::Unexplained if summary.failed > 0 => write!(
+                        f,
+                        ": the host is unknown ({REGISTER_HINT}) or lacks the items ({LLD_HINT})"
+                    ),
+                    Refusal::Unexplained => Ok(()),
+                    why => write!(f, ": {why}"),
+                }
             }
             DeliveryError::Failed(e) => e.fmt(f),
         }
@@ -248,6 +493,20 @@ impl fmt::Display for DeliveryError {
 }
 
 impl std::error::Error for DeliveryError {}
+
+impl Classify for DeliveryError {
+    fn failure(&self) -> Failure {
+        match self {
+            DeliveryError::Partial { why, .. }
+                if matches!(why.as_ref(), Refusal::ConnectionType { .. }) =>
+            {
+                Failure::ConnectionTypeRefused
+            }
+            DeliveryError::Partial { .. } => Failure::Partial,
+            DeliveryError::Failed(e) => e.failure(),
+        }
+    }
+}
 
 impl Delivery {
     /// The combined summary of every destination that answered.
@@ -257,6 +516,15 @@ impl Delivery {
             s.add(&r.summary);
         }
         s
+    }
+
+    /// True when some destination answered every request with its counts: the server has the
+    /// values (processed, or refused for good), so a spooled copy can go. A refusal of the
+    /// whole request (shutting down…) or a missing reply is no such answer.
+    pub fn accepted(&self) -> bool {
+        self.reports
+            .iter()
+            .any(|r| r.error.is_none() && r.requests_answered == r.requests)
     }
 
     /// `Ok` when every value reached every destination and was processed.
@@ -274,9 +542,15 @@ impl Delivery {
             return Err(DeliveryError::Failed(first));
         }
         if summary.failed > 0 || !failed.is_empty() {
+            let why = if summary.failed > 0 && summary.processed > 0 {
+                Refusal::SomeItemsMissing
+            } else {
+                Refusal::Unexplained
+            };
             return Err(DeliveryError::Partial {
                 summary,
                 failed_destinations: failed,
+                why: Box::new(why),
             });
         }
         Ok(summary)
@@ -284,39 +558,77 @@ impl Delivery {
 }
 
 /// Deliver `values` to every destination, each destination in its own thread so a stalled
-/// one cannot starve the others; all inside `deadline`.
+/// one cannot starve the others; all inside `deadline`. One request per host (and chunk) and
+/// destination.
 pub fn send(
     destinations: &[Destination],
     values: &[Value],
     deadline: &Deadline,
     opts: &SenderOptions,
 ) -> Result<Delivery, TransportError> {
+    let mut routes: Vec<Route> = destinations.iter().map(Route::new).collect();
+    send_along(&mut routes, values, deadline, opts)
+}
+
+/// As [`send`], along `routes` that remember, from earlier sends, where each destination's
+/// nodes sent the host (a coprocess keeps them between beats).
+pub fn send_along(
+    routes: &mut [Route],
+    values: &[Value],
+    deadline: &Deadline,
+    opts: &SenderOptions,
+) -> Result<Delivery, TransportError> {
     let now = Timestamp::now();
-    let chunk = opts.chunk_size.unwrap_or(usize::MAX).max(1);
+    let chunk = opts.chunk_size.unwrap_or(usize::MAX);
     let mut messages = Vec::new();
-    for part in values.chunks(chunk) {
-        // ~85 bytes per value for the JSON of a typical timer statistic.
-        let mut m = MessageBuf::with_capacity(64 + part.len() * 96);
-        write_request(m.payload_mut(), part, now);
-        messages.push(
-            m.seal(opts.compress)
-                .map_err(|e| TransportError::Request(e.to_string()))?,
-        );
+    for part in by_host(values, chunk) {
+        let host = &*part[0].host;
+        // The exact size first: a request over the server's limit is refused before a byte of
+        // it is built, and the buffer is allocated once, never grown (doubling would hold up
+        // to three times the request while it copies).
+        let len = request_len(part.iter().copied(), now);
+        if len > MAX_REQUEST {
+            return Err(TransportError::Request(format!(
+                "the request for host {:?} would be {len} bytes ({} values), over the \
+                 server's 1 GiB limit: split it with --chunk",
+                shown(host),
+                part.len()
+            )));
+        }
+        let message = if opts.compress {
+            let mut m = MessageBuf::with_capacity(len);
+            let _ = write_values(m.payload_mut(), part.iter().copied(), now);
+            debug_assert_eq!(m.payload().len(), len, "request_len must be exact");
+            let sealed = m
+                .seal(true)
+                .map_err(|e| TransportError::Request(e.to_string()))?;
+            Framed::Built(sealed)
+        } else {
+            // Written to the connection as it is produced: the request is never held whole.
+            Framed::Streamed {
+                header: frame::plain_header(len),
+                values: part,
+                now,
+            }
+        };
+        messages.push(Request { host, message });
     }
-    let reports = if destinations.len() == 1 {
-        vec![deliver(&destinations[0], &messages, deadline, opts)]
-    } else {
-        std::thread::scope(|s| {
-            let handles: Vec<_> = destinations
-                .iter()
-                .map(|d| s.spawn(|| deliver(d, &messages, deadline, opts)))
+    let reports = match routes {
+        [route] => vec![deliver(route, &messages, deadline, opts)],
+        _ => std::thread::scope(|s| {
+            let handles: Vec<_> = routes
+                .iter_mut()
+                .map(|route| {
+                    let destination = route.destination().clone();
+                    let handle = s.spawn(|| deliver(route, &messages, deadline, opts));
+                    (handle, destination)
+                })
                 .collect();
             handles
                 .into_iter()
-                .zip(destinations)
-                .map(|(h, d)| {
+                .map(|(h, destination)| {
                     h.join().unwrap_or_else(|_| DestinationReport {
-                        destination: d.clone(),
+                        destination,
                         answered_by: None,
                         summary: Summary::default(),
                         requests_answered: 0,
@@ -327,40 +639,69 @@ pub fn send(
                     })
                 })
                 .collect()
-        })
+        }),
     };
     Ok(Delivery { reports })
 }
 
+/// One framed "sender data" request, all for `host`.
+struct Request<'a> {
+    host: &'a str,
+    message: Framed<'a>,
+}
+
+/// A request's bytes: built (compressed), or produced from the values while they are written.
+enum Framed<'a> {
+    Built(Vec<u8>),
+    Streamed {
+        header: [u8; frame::HEADER_LEN],
+        values: Vec<&'a Value>,
+        now: Timestamp,
+    },
+}
+
+impl Message for Framed<'_> {
+    fn write_to(&self, out: &mut dyn Write) -> io::Result<()> {
+        match self {
+            Framed::Built(bytes) => out.write_all(bytes),
+            Framed::Streamed {
+                header,
+                values,
+                now,
+            } => {
+                let mut w = BufWriter::with_capacity(64 * 1024, out);
+                w.write_all(header)?;
+                write_values(&mut w, values.iter().copied(), *now)?;
+                w.flush()
+            }
+        }
+    }
+}
+
+/// Send the requests in order along one destination's route; the first failure ends it, as
+/// zabbix_sender drops a destination after a failed batch.
 fn deliver(
-    destination: &Destination,
-    messages: &[Vec<u8>],
+    route: &mut Route,
+    messages: &[Request],
     deadline: &Deadline,
     opts: &SenderOptions,
 ) -> DestinationReport {
     let mut report = DestinationReport {
-        destination: destination.clone(),
+        destination: route.destination().clone(),
         answered_by: None,
         summary: Summary::default(),
         requests_answered: 0,
         requests: messages.len(),
         error: None,
     };
-    let mut preferred = 0;
-    for message in messages {
-        let result = transport::exchange_with_cluster(
-            destination,
-            &mut preferred,
-            message,
-            deadline,
-            &opts.connect,
-        );
-        let endpoint = destination.nodes[preferred].clone();
-        let outcome = result
-            .map_err(SendError::Transport)
-            .and_then(|payload| interpret(&endpoint, &payload));
+    for Request { host, message } in messages {
+        let outcome = route::exchange(route, host, message, deadline, &opts.connect)
+            .map_err(SendError::from)
+            .and_then(|answer| {
+                interpret(&answer.endpoint, &answer.payload).map(|s| (s, answer.endpoint))
+            });
         match outcome {
-            Ok(summary) => {
+            Ok((summary, endpoint)) => {
                 report.summary.add(&summary);
                 report.requests_answered += 1;
                 report.answered_by = Some(endpoint);
@@ -383,8 +724,9 @@ fn interpret(endpoint: &Endpoint, payload: &[u8]) -> Result<Summary, SendError> 
     };
     let reply = Reply::parse(payload).ok_or_else(|| {
         protocol(format!(
-            "not a Zabbix reply: {:?}",
-            String::from_utf8_lossy(&payload[..payload.len().min(80)])
+            "not a Zabbix reply ({} bytes): {:?}",
+            payload.len(),
+            shown(&text::lossy(payload))
         ))
     })?;
     if reply.response != "success" {
@@ -400,7 +742,7 @@ fn interpret(endpoint: &Endpoint, payload: &[u8]) -> Result<Summary, SendError> 
     reply.summary().ok_or_else(|| {
         protocol(format!(
             "reply lacks the processed/failed counts: {:?}",
-            reply.info
+            shown(&reply.info)
         ))
     })
 }
@@ -441,6 +783,59 @@ mod tests {
         );
         let parsed: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(parsed["data"][1]["key"], r#"timer["a,b.p95"]"#);
+    }
+
+    #[test]
+    fn the_request_length_is_known_exactly_before_it_is_built() {
+        let now = Timestamp {
+            clock: 1_700_000_000,
+            ns: Some(7),
+        };
+        let mut values = vec![
+            v("h", "k", "1"),
+            v("h", "k[\"a\\b\"]", "x\ny\u{1}\t\u{7f}é"),
+        ];
+        values[1].clock = Some(Timestamp { clock: 0, ns: None });
+        values.push(v("other \"host\"", "k", ""));
+        values[2].clock = Some(Timestamp {
+            clock: 9,
+            ns: Some(999_999_999),
+        });
+        for n in 0..=values.len() {
+            let mut out = Vec::new();
+            write_values(&mut out, values[..n].iter(), now).unwrap();
+            assert_eq!(request_len(values[..n].iter(), now), out.len(), "{n}");
+        }
+        for s in ["", "plain", "\u{0}\u{1f}\u{20}\"\\/", "日本"] {
+            let mut out = Vec::new();
+            json_string(&mut out, s).unwrap();
+            assert_eq!(json_string_len(s), out.len(), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn a_request_over_1_gib_is_refused_before_it_is_built() {
+        // 180 MiB of control characters escape to 1080 MiB (\u0001 each): refused from the
+        // lengths alone, without building (or allocating) the request.
+        let values = vec![v("h", "k", &"\u{1}".repeat(180 << 20))];
+        let d = Destination {
+            nodes: vec![Endpoint {
+                host: "127.0.0.1".into(),
+                port: 9,
+            }],
+        };
+        let e = send(
+            &[d],
+            &values,
+            &Deadline::after(std::time::Duration::from_secs(5)),
+            &SenderOptions::default(),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("over the server's 1 GiB limit"),
+            "{e}"
+        );
+        assert_eq!(e.failure(), Failure::ZabbixRefused);
     }
 
     #[test]
@@ -486,6 +881,67 @@ mod tests {
         }
         .summary()
         .is_none());
+    }
+
+    #[test]
+    fn refusals_say_what_to_do() {
+        let partial = |why| DeliveryError::Partial {
+            summary: Summary {
+                processed: 0,
+                failed: 2,
+                total: 2,
+                seconds_spent: 0.0,
+            },
+            failed_destinations: Vec::new(),
+            why: Box::new(why),
+        };
+        let unknown = partial(Refusal::UnknownHost {
+            host: "web-1".into(),
+            server: "127.0.0.1:10051".into(),
+        })
+        .to_string();
+        assert!(
+            unknown.starts_with(
+                "Zabbix refused 2 of 2 values (processed: 0; failed: 2; total: 2; \
+                 seconds spent: 0.000000): Zabbix at 127.0.0.1:10051 does not know host \"web-1\""
+            ),
+            "{unknown}"
+        );
+        assert!(
+            unknown.contains("concierge-heartbeat --register"),
+            "{unknown}"
+        );
+        let missing = partial(Refusal::ItemsMissing {
+            host: "web-1".into(),
+        })
+        .to_string();
+        assert!(
+            missing.contains(
+                ": host \"web-1\" is known, but has none of these trapper items: \
+                 the LLD rules"
+            ),
+            "{missing}"
+        );
+        let other = partial(Refusal::Host {
+            host: "web-1".into(),
+            server: "z:1".into(),
+            info: "host [web-1] not monitored".into(),
+        })
+        .to_string();
+        assert!(
+            other.ends_with(": Zabbix at z:1 says of host \"web-1\": host [web-1] not monitored"),
+            "{other}"
+        );
+        // Not asked (values for several hosts): both possibilities, each with its remedy.
+        let unasked = partial(Refusal::Unexplained).to_string();
+        assert!(
+            unasked.contains("the host is unknown (create the host")
+                && unasked.contains("or lacks the items (the LLD rules"),
+            "{unasked}"
+        );
+        for s in [unknown, missing, other, unasked] {
+            assert_eq!(s.lines().count(), 1, "{s}");
+        }
     }
 
     #[test]

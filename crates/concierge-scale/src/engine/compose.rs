@@ -7,14 +7,23 @@
 //! is `up -d --no-deps --no-recreate --scale SERVICE=N SERVICE` (the talk's `scale` command is
 //! deprecated in v1 and missing from early v2): existing containers are kept, other services
 //! are not touched.
+//!
+//! Resizing is `docker update --cpus --memory --memory-swap` of every container compose lists
+//! for the service (the swap limit equal to the memory limit: no swap on top, and Docker
+//! refuses a memory limit alone on a container created without one). That changes the
+//! containers that exist, in place, without a restart; containers created later get the compose
+//! file's limits, so concierge-scale applies the last resize to those its own scalings create
+//! (see `resize`).
 
 use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::path::PathBuf;
 
 use super::{
-    flag, run_ok, DockerOptions, Engine, EngineError, Invocation, Runner, ServiceNameError,
+    clip, flag, run_ok, DockerOptions, Engine, EngineError, Invocation, Limits, Resources, Runner,
+    ServiceNameError,
 };
+use crate::resources::{cpus_text, memory_text};
 
 /// Longest service name accepted.
 pub const MAX_NAME: usize = 255;
@@ -121,6 +130,32 @@ impl Compose {
     }
 }
 
+impl Compose {
+    /// Each container's id and limits: `ID NANOCPUS MEMORY`, one a line.
+    pub fn inspect_invocation(&self, containers: &[String]) -> Invocation {
+        self.docker
+            .docker()
+            .args([
+                "inspect",
+                "--type",
+                "container",
+                "--format",
+                "{{.Id}} {{.HostConfig.NanoCpus}} {{.HostConfig.Memory}}",
+                "--",
+            ])
+            .args(containers)
+    }
+}
+
+/// One value when all agree (`None` for none at all, or a disagreement).
+fn agreed(values: impl IntoIterator<Item = u64>) -> Option<u64> {
+    let set: BTreeSet<u64> = values.into_iter().collect();
+    match set.len() {
+        1 => set.into_iter().next(),
+        _ => None,
+    }
+}
+
 fn ids(text: &str) -> BTreeSet<&str> {
     text.lines()
         .map(str::trim)
@@ -162,6 +197,73 @@ impl Engine for Compose {
             "--",
             service,
         ])
+    }
+
+    fn resources(&self, runner: &dyn Runner, service: &str) -> Result<Resources, EngineError> {
+        let listed = run_ok(runner, &self.ps_invocation(service))?;
+        let containers: Vec<String> = ids(&listed.stdout).into_iter().map(String::from).collect();
+        if containers.is_empty() {
+            return Ok(Resources {
+                note: Some("the service has no containers".into()),
+                ..Resources::default()
+            });
+        }
+        let inv = self.inspect_invocation(&containers);
+        let out = run_ok(runner, &inv)?;
+        let mut each = Vec::new();
+        for line in out.stdout.lines().filter(|l| !l.trim().is_empty()) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            match f[..] {
+                [_, cpus, mem] => match (cpus.parse::<u64>(), mem.parse::<u64>()) {
+                    (Ok(c), Ok(m)) => each.push((c, m)),
+                    _ => return Err(unexpected(&inv, line)),
+                },
+                _ => return Err(unexpected(&inv, line)),
+            }
+        }
+        let limits = Limits {
+            nano_cpus: agreed(each.iter().map(|e| e.0)),
+            memory: agreed(each.iter().map(|e| e.1)),
+        };
+        let note = (limits.nano_cpus.is_none() || limits.memory.is_none())
+            .then(|| format!("the {} containers' limits differ", each.len()));
+        Ok(Resources {
+            limits,
+            containers,
+            note,
+        })
+    }
+
+    fn resize_invocation(
+        &self,
+        _service: &str,
+        to: &Limits,
+        now: &Resources,
+    ) -> Option<Invocation> {
+        if now.containers.is_empty() {
+            return None;
+        }
+        let mut inv = self.docker.docker().arg("update");
+        if let Some(c) = to.nano_cpus {
+            inv = inv.arg(flag("--cpus", cpus_text(c)));
+        }
+        if let Some(m) = to.memory {
+            let m = memory_text(m);
+            inv = inv.arg(flag("--memory", &m)).arg(flag("--memory-swap", &m));
+        }
+        Some(inv.arg("--").args(&now.containers))
+    }
+
+    fn limits_follow_new_containers(&self) -> bool {
+        false
+    }
+}
+
+fn unexpected(inv: &Invocation, line: &str) -> EngineError {
+    EngineError::Unexpected {
+        command: inv.to_string(),
+        output: clip(line),
+        why: "expected a container id, its nano-CPUs and its memory limit".into(),
     }
 }
 
@@ -303,6 +405,92 @@ mod tests {
             }
             e => panic!("{e:?}"),
         }
+    }
+
+    #[test]
+    fn resize_updates_every_container_of_the_service() {
+        let c = compose(Version::V2);
+        let r = Scripted::new(vec![
+            ok("aaaa\nbbbb\n"),
+            ok("aaaa11 1000000000 268435456\nbbbb22 1000000000 268435456\n"),
+        ]);
+        let now = c.resources(&r, "web").unwrap();
+        assert_eq!(
+            now.limits,
+            Limits {
+                nano_cpus: Some(1_000_000_000),
+                memory: Some(256 << 20)
+            }
+        );
+        assert_eq!(now.note, None);
+        let seen = r.seen_args();
+        let mut want = vec!["docker"];
+        want.extend(TLS);
+        want.extend([
+            "inspect",
+            "--type",
+            "container",
+            "--format",
+            "{{.Id}} {{.HostConfig.NanoCpus}} {{.HostConfig.Memory}}",
+            "--",
+            "aaaa",
+            "bbbb",
+        ]);
+        assert_eq!(seen[1], want);
+        let to = Limits {
+            nano_cpus: Some(500_000_000),
+            memory: Some(128 << 20),
+        };
+        let mut want = vec!["docker"];
+        want.extend(TLS);
+        want.extend([
+            "update",
+            "--cpus=0.5",
+            "--memory=128m",
+            "--memory-swap=128m",
+            "--",
+            "aaaa",
+            "bbbb",
+        ]);
+        assert_eq!(c.resize_invocation("web", &to, &now).unwrap().argv(), want);
+        // Only the CPUs: memory is left alone.
+        let cpus = Limits {
+            nano_cpus: Some(2_000_000_000),
+            memory: None,
+        };
+        let argv = c.resize_invocation("web", &cpus, &now).unwrap().argv();
+        assert_eq!(
+            argv[argv.len() - 4..],
+            ["update", "--cpus=2", "--", "aaaa", "bbbb"][1..]
+        );
+        assert!(!c.limits_follow_new_containers());
+    }
+
+    #[test]
+    fn resize_of_containers_that_disagree_or_are_none() {
+        let c = compose(Version::V1);
+        let r = Scripted::new(vec![
+            ok("a\nb\n"),
+            ok("a1 0 268435456\nb1 500000000 268435456\n"),
+        ]);
+        let now = c.resources(&r, "web").unwrap();
+        assert_eq!(
+            now.limits,
+            Limits {
+                nano_cpus: None,
+                memory: Some(256 << 20)
+            }
+        );
+        assert_eq!(now.note.as_deref(), Some("the 2 containers' limits differ"));
+        let r = Scripted::new(vec![ok("")]);
+        let none = c.resources(&r, "web").unwrap();
+        assert!(none.containers.is_empty());
+        assert_eq!(c.resize_invocation("web", &Limits::default(), &none), None);
+        let r = Scripted::new(vec![ok("a\n"), ok("<no value>\n")]);
+        assert!(matches!(
+            c.resources(&r, "web"),
+            Err(EngineError::Unexpected { .. })
+        ));
     }
 
     #[test]

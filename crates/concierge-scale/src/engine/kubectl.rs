@@ -4,11 +4,19 @@
 //! overwritten.
 //!
 //! SERVICE is `NAME` (a Deployment) or `TYPE/NAME` (`statefulset/db`, `deployments.apps/web`).
+//!
+//! Resizing is `kubectl set resources TYPE/NAME --limits=cpu=…,memory=…` (every container of
+//! the pod template; the workload rolls its pods); the limits are read back from the pod
+//! template's containers.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use super::{flag, parse_count, run_ok, Engine, EngineError, Invocation, Runner, ServiceNameError};
+use super::{
+    flag, parse_count, run_ok, Engine, EngineError, Invocation, Limits, Resources, Runner,
+    ServiceNameError,
+};
+use crate::resources::{kube_cpu, kube_memory, parse_kube_cpu, parse_kube_memory};
 
 /// The workload type when SERVICE names none.
 pub const DEFAULT_TYPE: &str = "deployment";
@@ -109,6 +117,25 @@ impl Kubectl {
     }
 }
 
+impl Kubectl {
+    /// Each container's CPU and memory limits, `CPU MEMORY` a line (empty where none).
+    pub fn limits_invocation(&self, service: &str) -> Invocation {
+        self.base().args([
+            "get",
+            &Self::resource(service),
+            "--output",
+            "jsonpath={range .spec.template.spec.containers[*]}{.resources.limits.cpu}\
+             {\"|\"}{.resources.limits.memory}{\"\\n\"}{end}",
+        ])
+    }
+}
+
+/// The one value of a limit across the containers, if they agree and it parses.
+fn agreed(values: &[Option<u64>]) -> Option<u64> {
+    let first = values.first().copied().flatten()?;
+    values.iter().all(|v| *v == Some(first)).then_some(first)
+}
+
 impl Engine for Kubectl {
     fn name(&self) -> &'static str {
         "kubectl"
@@ -126,6 +153,53 @@ impl Engine for Kubectl {
             inv = inv.arg(format!("--current-replicas={f}"));
         }
         inv.arg(format!("--replicas={to}"))
+    }
+
+    fn resources(&self, runner: &dyn Runner, service: &str) -> Result<Resources, EngineError> {
+        let out = run_ok(runner, &self.limits_invocation(service))?;
+        let (mut cpus, mut mems) = (Vec::new(), Vec::new());
+        for line in out.stdout.lines().filter(|l| !l.trim().is_empty()) {
+            let (c, m) = line.split_once('|').unwrap_or((line, ""));
+            cpus.push(parse_kube_cpu(c));
+            mems.push(parse_kube_memory(m));
+        }
+        let limits = Limits {
+            nano_cpus: agreed(&cpus),
+            memory: agreed(&mems),
+        };
+        let note = (limits.nano_cpus.is_none() || limits.memory.is_none()).then(|| {
+            format!(
+                "the limits of the {} containers differ or were not understood: {:?}",
+                cpus.len(),
+                out.stdout.trim()
+            )
+        });
+        Ok(Resources {
+            limits,
+            note,
+            ..Resources::default()
+        })
+    }
+
+    fn resize_invocation(
+        &self,
+        service: &str,
+        to: &Limits,
+        _now: &Resources,
+    ) -> Option<Invocation> {
+        let mut limits = Vec::new();
+        if let Some(c) = to.nano_cpus {
+            limits.push(format!("cpu={}", kube_cpu(c)));
+        }
+        if let Some(m) = to.memory {
+            limits.push(format!("memory={}", kube_memory(m)));
+        }
+        Some(self.base().args([
+            "set",
+            "resources",
+            &Self::resource(service),
+            &flag("--limits", limits.join(",")).to_string_lossy(),
+        ]))
     }
 }
 
@@ -193,6 +267,77 @@ mod tests {
         )]);
         let e = kube().current(&r, "web").unwrap_err();
         assert!(e.to_string().contains("NotFound"), "{e}");
+    }
+
+    #[test]
+    fn resize_is_set_resources() {
+        let to = Limits {
+            nano_cpus: Some(500_000_000),
+            memory: Some(256 << 20),
+        };
+        let mut want = GLOBAL.to_vec();
+        want.extend([
+            "set",
+            "resources",
+            "deployment/web",
+            "--limits=cpu=500m,memory=256Mi",
+        ]);
+        assert_eq!(
+            kube()
+                .resize_invocation("web", &to, &Resources::default())
+                .unwrap()
+                .argv(),
+            want
+        );
+        let cpus = Limits {
+            nano_cpus: Some(2_000_000_000),
+            memory: None,
+        };
+        assert_eq!(
+            Kubectl::default()
+                .resize_invocation("statefulset/db", &cpus, &Resources::default())
+                .unwrap()
+                .argv(),
+            [
+                "kubectl",
+                "set",
+                "resources",
+                "statefulset/db",
+                "--limits=cpu=2"
+            ]
+        );
+    }
+
+    #[test]
+    fn limits_come_from_the_pod_template() {
+        let r = Scripted::new(vec![ok("500m|256Mi\n500m|256Mi\n")]);
+        let now = kube().resources(&r, "web").unwrap();
+        assert_eq!(
+            now.limits,
+            Limits {
+                nano_cpus: Some(500_000_000),
+                memory: Some(256 << 20)
+            }
+        );
+        assert_eq!(now.note, None);
+        let argv = &r.seen_args()[0];
+        assert_eq!(argv[4..7], ["get", "deployment/web", "--output"]);
+        assert_eq!(
+            argv[7],
+            "jsonpath={range .spec.template.spec.containers[*]}{.resources.limits.cpu}\
+             {\"|\"}{.resources.limits.memory}{\"\\n\"}{end}"
+        );
+        // No limits: 0; containers that differ: not known.
+        let r = Scripted::new(vec![ok("|\n")]);
+        let l = kube().resources(&r, "web").unwrap().limits;
+        assert_eq!((l.nano_cpus, l.memory), (Some(0), Some(0)));
+        let r = Scripted::new(vec![ok("1|1Gi\n2|1Gi\n")]);
+        let now = kube().resources(&r, "web").unwrap();
+        assert_eq!(
+            (now.limits.nano_cpus, now.limits.memory),
+            (None, Some(1 << 30))
+        );
+        assert!(now.note.unwrap().contains("differ"));
     }
 
     #[test]

@@ -10,14 +10,12 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use tempfile::TempDir;
 
-use super::{note, repo_root, wait_for};
+use crate::{note, repo_root, temp_dir, wait_for};
 
-/// The target of the static builds (static-pie with `+crt-static`).
-pub const STATIC_TARGET: &str = "x86_64-unknown-linux-gnu";
-
-/// The heartbeat image every Docker test runs: `FROM scratch` + static concierge-heartbeat.
-pub const HEARTBEAT_IMAGE: &str = "concierge-heartbeat:e2e";
+/// The image every Docker test runs: the product image (`make image`), heartbeat as entrypoint.
+pub const HEARTBEAT_IMAGE: &str = "concierge-e2e:latest";
 
 /// True when the engine and docker-compose answer; else a visible SKIPPED line for `test`
 /// (or a failure with `CONCIERGE_REQUIRE_DOCKER=1`).
@@ -32,6 +30,61 @@ pub fn available(test: &str) -> bool {
         Ok(()) => true,
         Err(why) => {
             skip(test, &format!("no Docker engine ({why})"));
+            false
+        }
+    }
+}
+
+/// Which Docker Compose runs a [`Project`] (and which `--engine` concierge-scale is given).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compose {
+    /// `docker-compose`, Debian 12's 1.29.
+    V1,
+    /// `docker compose`, the CLI plugin (Debian 13's 2.x; scripts/install-compose-plugin.sh).
+    V2,
+}
+
+impl Compose {
+    /// concierge-scale's `--engine` for it.
+    pub fn engine(self) -> &'static str {
+        match self {
+            Compose::V1 => "compose-v1",
+            Compose::V2 => "compose-v2",
+        }
+    }
+
+    /// The program and the arguments before compose's own.
+    pub fn command(self) -> (&'static str, &'static [&'static str]) {
+        match self {
+            Compose::V1 => ("docker-compose", &[]),
+            Compose::V2 => ("docker", &["compose"]),
+        }
+    }
+}
+
+/// As [`available`], and `compose` answers too (v2: the plugin that `make test` installs).
+pub fn available_with(test: &str, compose: Compose) -> bool {
+    static V2: OnceLock<Result<(), String>> = OnceLock::new();
+    if !available(test) {
+        return false;
+    }
+    if compose == Compose::V1 {
+        return true;
+    }
+    let state = V2.get_or_init(|| {
+        let v = run("docker", &["compose", "version", "--short"]).map_err(|e| format!("{e:#}"))?;
+        match v.trim().trim_start_matches('v').starts_with("2.") {
+            true => Ok(()),
+            false => Err(format!("docker compose {} is not v2", v.trim())),
+        }
+    });
+    match state {
+        Ok(()) => true,
+        Err(why) => {
+            skip(
+                test,
+                &format!("no compose v2 plugin (scripts/install-compose-plugin.sh): {why}"),
+            );
             false
         }
     }
@@ -75,7 +128,7 @@ pub fn heartbeat_image() -> &'static str {
     static BUILT: Mutex<Option<Result<(), String>>> = Mutex::new(None);
     let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
     let result = built.get_or_insert_with(|| {
-        build_image("concierge-heartbeat", HEARTBEAT_IMAGE).map_err(|e| format!("{e:#}"))
+        build_image(HEARTBEAT_IMAGE.trim_end_matches(":latest")).map_err(|e| format!("{e:#}"))
     });
     if let Err(e) = result {
         panic!("building {HEARTBEAT_IMAGE}: {e}");
@@ -84,7 +137,7 @@ pub fn heartbeat_image() -> &'static str {
 }
 
 /// `target/` of this checkout (the test executable lives in target/<profile>/deps).
-fn target_dir() -> PathBuf {
+pub fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
     exe.ancestors()
         .nth(3)
@@ -92,37 +145,26 @@ fn target_dir() -> PathBuf {
         .to_path_buf()
 }
 
-/// Build workspace crate `krate` statically and an image `tag` whose entrypoint it is.
-fn build_image(krate: &str, tag: &str) -> anyhow::Result<()> {
+/// Build the product's image (`make image`: FROM scratch + the static binaries, the recipe in
+/// packaging/Dockerfile) as `IMAGE:latest`; the tests' containers run what an admin would.
+fn build_image(image: &str) -> anyhow::Result<()> {
     let started = Instant::now();
-    let target = target_dir();
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let out = Command::new(cargo)
+    let out = Command::new("make")
         .current_dir(repo_root())
-        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .env("CARGO_TARGET_DIR", target_dir())
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .args(["build", "--release", "--target", STATIC_TARGET, "-p", krate])
-        .arg("--target-dir")
-        .arg(&target)
+        .args(["--no-print-directory", "image"])
+        .arg(format!("IMAGE={image}"))
         .output()
-        .context("starting cargo")?;
+        .context("starting make image")?;
     if !out.status.success() {
         bail!(
-            "static build of {krate} failed: {}",
+            "make image failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let binary = target.join(STATIC_TARGET).join("release").join(krate);
-    let ctx = TempDir::new("image");
-    std::fs::copy(&binary, ctx.path().join(krate))
-        .with_context(|| format!("copying {}", binary.display()))?;
-    std::fs::write(
-        ctx.path().join("Dockerfile"),
-        format!("FROM scratch\nCOPY {krate} /{krate}\nENTRYPOINT [\"/{krate}\"]\n"),
-    )?;
-    docker(&["build", "-q", "-t", tag, &ctx.path().to_string_lossy()])?;
     note(&format!(
-        "built {tag} (FROM scratch + static {krate}) in {:.1?}",
+        "built {image}:latest (make image) in {:.1?}",
         started.elapsed()
     ));
     Ok(())
@@ -138,43 +180,27 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
-/// A temporary directory, removed when dropped.
-pub struct TempDir(PathBuf);
-
-impl TempDir {
-    /// A new empty directory under the system's temp dir.
-    pub fn new(tag: &str) -> Self {
-        let p = std::env::temp_dir().join(unique(&format!("concierge-e2e-{tag}-")));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).expect("create a temporary directory");
-        Self(p)
-    }
-
-    /// Its path.
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// A compose project of its own with one service `service` running `image` with `command`
 /// (`network_mode: host`), taken down (containers removed) when dropped.
 pub struct Project {
     pub name: String,
     pub service: String,
     pub file: PathBuf,
+    /// The compose that starts and takes down the project (v1 unless [`Project::using`]).
+    pub compose: Compose,
     dir: TempDir,
 }
 
 impl Project {
     /// Write the compose file (from tests/fixtures/scale/compose.yml) for a new project.
     pub fn new(service: &str, image: &str, command: &[String]) -> Self {
-        let dir = TempDir::new("project");
+        Self::with_mounts(service, image, command, &[])
+    }
+
+    /// Like [`Project::new`], with each of `read_only` (absolute paths) mounted read-only at
+    /// the same path in the containers (key files, say).
+    pub fn with_mounts(service: &str, image: &str, command: &[String], read_only: &[&str]) -> Self {
+        let dir = temp_dir("project");
         let template =
             std::fs::read_to_string(repo_root().join("tests/fixtures/scale/compose.yml"))
                 .expect("compose fixture");
@@ -190,17 +216,28 @@ impl Project {
                 ),
         )
         .expect("write compose file");
-        // The Zabbix server runs concierge-scale as user zabbix: it must read the file.
-        let _ = Command::new("chmod")
-            .args(["-R", "a+rX"])
-            .arg(dir.path())
-            .status();
+        if !read_only.is_empty() {
+            let mut text = std::fs::read_to_string(&file).expect("compose file");
+            text.push_str("    volumes:\n");
+            for path in read_only {
+                let mount = serde_json::to_string(&format!("{path}:{path}:ro")).expect("JSON");
+                text.push_str(&format!("      - {mount}\n"));
+            }
+            std::fs::write(&file, text).expect("write compose file");
+        }
         Self {
             name: unique("cproj"),
             service: service.to_string(),
             file,
+            compose: Compose::V1,
             dir,
         }
+    }
+
+    /// The same project, run by `compose`.
+    pub fn using(mut self, compose: Compose) -> Self {
+        self.compose = compose;
+        self
     }
 
     /// The project's own directory (for state and logs).
@@ -213,27 +250,25 @@ impl Project {
         self.dir().join("state")
     }
 
-    /// `docker-compose -f FILE -p NAME args`.
+    /// `docker-compose -f FILE -p NAME args` (or `docker compose …`).
     pub fn compose(&self, args: &[&str]) -> anyhow::Result<String> {
         let file = self.file.to_string_lossy();
-        let mut all = vec!["--file", &file, "--project-name", &self.name];
+        let (program, pre) = self.compose.command();
+        let mut all = pre.to_vec();
+        all.extend(["--file", &file, "--project-name", &self.name]);
         all.extend_from_slice(args);
-        run("docker-compose", &all)
+        run(program, &all)
     }
 
     /// The service's running containers, by `docker ps` (not through any tool of ours).
     pub fn running(&self) -> anyhow::Result<BTreeSet<String>> {
-        let out = docker(&[
-            "ps",
-            "--quiet",
-            "--no-trunc",
-            "--filter",
-            "status=running",
-            "--filter",
-            &format!("label=com.docker.compose.project={}", self.name),
-            "--filter",
-            &format!("label=com.docker.compose.service={}", self.service),
-        ])?;
+        let project = format!("label=com.docker.compose.project={}", self.name);
+        let service = format!("label=com.docker.compose.service={}", self.service);
+        let mut args = vec!["ps", "--quiet", "--no-trunc"];
+        for filter in ["status=running", &project, &service] {
+            args.extend(["--filter", filter]);
+        }
+        let out = docker(&args)?;
         Ok(out.lines().map(str::to_string).collect())
     }
 
@@ -257,7 +292,7 @@ impl Project {
             "--scale",
             &format!("{}={n}", self.service),
         ])
-        .expect("docker-compose up");
+        .expect("compose up");
         self.wait_running(n, limit)
     }
 }
