@@ -32,7 +32,7 @@
 # - host networking and the host's PostgreSQL need nothing special, and the Docker engine that
 #   the tests scale is not also the thing that runs the lab.
 # The 7.0 daemons share one private mount namespace (unshare --mount): /proc, /dev, /sys, the
-# Docker socket and the shared directories (ZLAB_SHARE, default /tmp and this checkout; they appear
+# Docker socket and the shared directories (this checkout and ZLAB_SHARE, default /tmp; they appear
 # at the same paths, so action commands, compose files and test binaries resolve as on the host)
 # are bind-mounted there only. The host's mount table never changes: `down` undoes every mount by
 # ending the last process in the root, and removing the root can never reach through a bind mount.
@@ -42,8 +42,8 @@
 # ZLAB_HA_NODE_B=1 keeps each HA node b running as standby (default 0: only while an HA test runs);
 # ZLAB_TAKE_OVER=1 lets up/reset reconfigure a Zabbix found on the host that the lab did not
 # install (refused otherwise: make test must not silently rewrite someone's Zabbix);
-# ZLAB_SHARE="DIR ..." the directories the 7.0 root shares with the host (remembered; takes effect
-# when the 7.0 daemons next start from none); ZLAB_MIRROR the Debian mirror for the 7.0 root.
+# ZLAB_SHARE="DIR ..." the directories the 7.0 root shares with the host besides the checkout
+# (remembered; up adds new ones to running daemons); ZLAB_MIRROR the Debian mirror for the 7.0 root.
 # Recipes and measurements: shared/docs/zabbix-lab.md (6.0) and zabbix7-lab.md (7.0).
 set -euo pipefail
 export LC_ALL=C
@@ -416,9 +416,9 @@ root_apt() {
     "${apt[@]}" clean >&2
 }
 
-# The directories shared with the host at the same paths: ZLAB_SHARE when given (and remembered),
-# else what was remembered, else /tmp and this checkout (by its real path and the one it was called by).
-shares_70() {
+# The directories the user chose to share: ZLAB_SHARE when given (and remembered), else what was
+# remembered, else /tmp.
+share_base() {
     local file=$STATE_DIR/7.0/shares
     if [[ -n ${ZLAB_SHARE:-} ]]; then
         local dirs
@@ -427,12 +427,23 @@ shares_70() {
     elif [[ -r $file ]]; then
         cat "$file"
     else
-        printf '%s\n' /tmp "$CHECKOUT"
-        [[ $CHECKOUT_CALLED == "$CHECKOUT" ]] || printf '%s\n' "$CHECKOUT_CALLED"
+        printf '%s\n' /tmp
     fi
 }
 
-# Check the shares and remember them (for env and the next namespace).
+# The directories shared with the host at the same paths: the chosen ones and always this checkout,
+# by its real path and the one it was called by (a lab that another checkout started must still run
+# this one's binaries: CI found a remembered list without its checkout). Gone remembered ones drop out.
+shares_70() {
+    local s
+    { share_base; printf '%s\n' "$CHECKOUT" "$CHECKOUT_CALLED"; } | awk '!seen[$0]++' |
+        while IFS= read -r s; do
+            [[ -d $s || -n ${ZLAB_SHARE:-} ]] && printf '%s\n' "$s"
+        done
+    return 0
+}
+
+# Check the shares and remember the chosen ones (for env and the next namespace).
 remember_shares() {
     local s all=()
     mapfile -t all < <(shares_70)
@@ -445,7 +456,33 @@ remember_shares() {
         [[ $ROOT_70/ == "${s%/}"/* ]] && die "ZLAB_SHARE: $s contains the root itself"
     done
     install -d -m 0755 "$STATE_DIR/7.0"
-    printf '%s\n' "${all[@]}" | write_if_changed "$STATE_DIR/7.0/shares" 0644 || true
+    share_base | write_if_changed "$STATE_DIR/7.0/shares" 0644 || true
+}
+
+# True when directory $1 is one of the shares in file $2 or below one.
+share_covered() {
+    local k
+    while IFS= read -r k; do
+        [[ $1 == "$k" || $1 == "${k%/}"/* ]] && return 0
+    done <"$2"
+    return 1
+}
+
+# Daemons already running in their namespace (started by another checkout, or before ZLAB_SHARE
+# changed): bind-mount the shares it lacks into it, so the running lab serves this checkout too.
+add_missing_shares() {
+    local pid s active=$STATE_DIR/7.0/shares.active
+    pid=$(ns_holder) || return 0
+    [[ -r $active ]] || : >"$active"
+    while IFS= read -r s; do
+        s=${s%/}
+        share_covered "$s" "$active" && continue
+        log "root: sharing $s with the running daemons"
+        nsenter --target "$pid" --mount -- mkdir -p "$ROOT_70$s" &&
+            nsenter --target "$pid" --mount -- mount --rbind "$s" "$ROOT_70$s" ||
+            die "root: cannot share $s with the running 7.0 daemons; restart them: $SELF down 7.0, then up 7.0"
+        printf '%s\n' "$s" >>"$active"
+    done < <(shares_70)
 }
 
 # (In the new private mount namespace of the 7.0 daemons.) Mount what they need into the root.
@@ -547,6 +584,7 @@ prepare_root() {
     fi
     write_root_wrappers
     remember_shares
+    add_missing_shares
 }
 
 # ---- PostgreSQL and the databases ------------------------------------------------------------------
@@ -670,6 +708,9 @@ start_server() {
     fi
     vrun install -d -o "$RUN_USER" -g "$RUN_USER" -m 0755 "$RUN_ZABBIX" "$(dirname "$SERVER_LOG")"
     release_node "$(node_name a)"
+    # A killed server leaves its pid file; the new one writes its own only after it daemonized,
+    # so until then the stale file would pass for "exited" (wait_trapper).
+    rm -f -- "$(hp "$SERVER_PID")"
     log "zabbix_server: starting"
     start_daemon "$RUN_USER" "$SERVER_BIN" -c "$SERVER_CONF"
 }
@@ -695,7 +736,7 @@ server_exited() {
 stop_server() { stop_pidfile "$SERVER_PID" zabbix_server zabbix_server; }
 
 wait_trapper() {
-    local deadline=$((SECONDS + READY_TIMEOUT)) out
+    local deadline=$((SECONDS + READY_TIMEOUT)) daemonized=$((SECONDS + 10)) out
     log "trapper: waiting for $LAB_ADDR:$V_TRAPPER_PORT"
     while ((SECONDS < deadline)); do
         if tcp_open "$LAB_ADDR" "$V_TRAPPER_PORT"; then
@@ -703,7 +744,10 @@ wait_trapper() {
             out=$("$V_SENDER" -z "$LAB_ADDR" -p "$V_TRAPPER_PORT" -s x -k y -o 1 2>&1) || true
             [[ $out == *"Response from"* ]] && return 0
         fi
-        server_running || server_exited "$SERVER_LOG"
+        # No pid file yet: still daemonizing (bounded); a pid file of a dead process: it exited.
+        if [[ -e $(hp "$SERVER_PID") ]] || ((SECONDS >= daemonized)); then
+            server_running || server_exited "$SERVER_LOG"
+        fi
         sleep 0.2
     done
     die "trapper on $LAB_ADDR:$V_TRAPPER_PORT not ready after ${READY_TIMEOUT}s; see $(hp "$SERVER_LOG")"
@@ -1447,7 +1491,12 @@ env_version() {
     facts "$1"
     local shared=/
     if [[ $V == 7.0 ]]; then
-        shared=$(shares_70 | paste -sd:)
+        # What the running daemons see, else what their next start will mount.
+        if ns_holder >/dev/null && [[ -r $STATE_DIR/7.0/shares.active ]]; then
+            shared=$(paste -sd: "$STATE_DIR/7.0/shares.active")
+        else
+            shared=$(shares_70 | paste -sd:)
+        fi
     fi
     assign() {
         [[ $2 != *"'"* ]] || die "env: $1 contains a quote"

@@ -341,8 +341,9 @@ impl ScalePaths {
             lab.facts().lab_path(project.dir()),
         ) else {
             panic!(
-                "the {} lab does not see {} or {} (it shares {}): start it with \
-                 ZLAB_SHARE=\"/tmp <checkout>\" scripts/zabbix-lab.sh up",
+                "the {} lab does not see {} or {} (it shares {}): run this checkout's \
+                 scripts/zabbix-lab.sh up (it shares the checkout; ZLAB_SHARE=\"DIR ...\" adds \
+                 directories)",
                 lab.version(),
                 bin("concierge-scale").display(),
                 project.dir().display(),
