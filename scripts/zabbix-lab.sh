@@ -459,29 +459,29 @@ remember_shares() {
     share_base | write_if_changed "$STATE_DIR/7.0/shares" 0644 || true
 }
 
-# True when directory $1 is one of the shares in file $2 or below one.
-share_covered() {
-    local k
-    while IFS= read -r k; do
-        [[ $1 == "$k" || $1 == "${k%/}"/* ]] && return 0
-    done <"$2"
-    return 1
-}
-
-# Daemons already running in their namespace (started by another checkout, or before ZLAB_SHARE
-# changed): bind-mount the shares it lacks into it, so the running lab serves this checkout too.
+# Daemons already running in their namespace (started by another checkout, before ZLAB_SHARE
+# changed, or before a shared directory was removed and made again on the host): bind-mount what
+# they do not see as the host does (same device and inode) into it, so the running lab serves this
+# checkout too.
 add_missing_shares() {
-    local pid s active=$STATE_DIR/7.0/shares.active
+    local pid s want got active=$STATE_DIR/7.0/shares.active
     pid=$(ns_holder) || return 0
-    [[ -r $active ]] || : >"$active"
+    local ns=(nsenter --target "$pid" --mount --)
+    touch "$active"
     while IFS= read -r s; do
         s=${s%/}
-        share_covered "$s" "$active" && continue
-        log "root: sharing $s with the running daemons"
-        nsenter --target "$pid" --mount -- mkdir -p "$ROOT_70$s" &&
-            nsenter --target "$pid" --mount -- mount --rbind "$s" "$ROOT_70$s" ||
+        want=$(stat -Lc %d:%i -- "$s")
+        got=$("${ns[@]}" stat -Lc %d:%i -- "$ROOT_70$s" 2>/dev/null) || got=
+        [[ $got == "$want" ]] && continue
+        if "${ns[@]}" mountpoint -q -- "$ROOT_70$s"; then
+            log "root: $s was made anew on the host; sharing it again"
+            "${ns[@]}" umount --lazy -- "$ROOT_70$s" || die "root: cannot unmount the stale $s"
+        else
+            log "root: sharing $s with the running daemons"
+        fi
+        "${ns[@]}" mkdir -p -- "$ROOT_70$s" && "${ns[@]}" mount --rbind -- "$s" "$ROOT_70$s" ||
             die "root: cannot share $s with the running 7.0 daemons; restart them: $SELF down 7.0, then up 7.0"
-        printf '%s\n' "$s" >>"$active"
+        grep -qxF -- "$s" "$active" || printf '%s\n' "$s" >>"$active"
     done < <(shares_70)
 }
 
