@@ -191,18 +191,25 @@ impl Scale {
 /// Seconds per `unit`, a `TimeUnit` name as Dropwizard writes it (plural, or singular as in
 /// rate units), any case: `None` for anything else.
 pub fn seconds_per(unit: &str) -> Option<Scale> {
-    let unit = unit.trim().to_ascii_lowercase();
-    let unit = unit.strip_suffix('s').unwrap_or(&unit);
-    Some(match unit {
-        "nanosecond" => Scale::Over(1e9),
-        "microsecond" => Scale::Over(1e6),
-        "millisecond" => Scale::Over(1e3),
-        "second" => Scale::Same,
-        "minute" => Scale::Times(60.0),
-        "hour" => Scale::Times(3600.0),
-        "day" => Scale::Times(86400.0),
-        _ => return None,
-    })
+    // Asked once per value: compared in place, not lowered into a new string.
+    let unit = unit.trim();
+    let unit = unit
+        .strip_suffix('s')
+        .or_else(|| unit.strip_suffix('S'))
+        .unwrap_or(unit);
+    const UNITS: [(&str, Scale); 7] = [
+        ("nanosecond", Scale::Over(1e9)),
+        ("microsecond", Scale::Over(1e6)),
+        ("millisecond", Scale::Over(1e3)),
+        ("second", Scale::Same),
+        ("minute", Scale::Times(60.0)),
+        ("hour", Scale::Times(3600.0)),
+        ("day", Scale::Times(86400.0)),
+    ];
+    UNITS
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(unit))
+        .map(|&(_, scale)| scale)
 }
 
 /// How to bring a value of `dimension` in `unit` (a field's text) to seconds or per second.

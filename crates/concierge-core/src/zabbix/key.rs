@@ -83,14 +83,19 @@ fn needs_quoting(param: &str) -> bool {
 /// Appends `param` wrapped in `"` with each `"` escaped as `\"` (the only escape Zabbix has).
 fn push_quoted(out: &mut String, param: &str) {
     out.push('"');
-    let mut rest = param;
+    push_escaped(out, param);
+    out.push('"');
+}
+
+/// Appends `text` with each `"` escaped as `\"`.
+fn push_escaped(out: &mut String, text: &str) {
+    let mut rest = text;
     while let Some(at) = rest.find('"') {
         out.push_str(&rest[..at]);
         out.push_str("\\\"");
         rest = &rest[at + 1..];
     }
     out.push_str(rest);
-    out.push('"');
 }
 
 /// Appends `param` to `out` exactly as [`quote_param`] would render it.
@@ -481,20 +486,38 @@ impl KeyTemplate {
             (_, s) => s.unwrap_or(""),
         };
         let mut out = String::with_capacity(self.fixed_len + 2 * name.len() + stat.len() + 8);
-        let mut value = String::new();
         for piece in &self.pieces {
             match piece {
                 Piece::Literal(text) => out.push_str(text),
                 Piece::Param { parts, quoted, .. } => {
-                    value.clear();
-                    for part in parts {
-                        value.push_str(match part {
-                            Part::Text(t) => t,
+                    // The parameter's value is the parts one after another: decided and
+                    // written part by part, never put together first (one key per value).
+                    let texts = || {
+                        parts.iter().map(|part| match part {
+                            Part::Text(t) => t.as_str(),
                             Part::Name => name,
                             Part::Stat => stat,
+                        })
+                    };
+                    let first = texts().flat_map(str::bytes).next();
+                    let quote = *quoted
+                        || matches!(first, Some(b'"' | b' ' | b'['))
+                        || texts().flat_map(str::bytes).any(|b| b == b',' || b == b']');
+                    if !quote {
+                        texts().for_each(|t| out.push_str(t));
+                        continue;
+                    }
+                    if texts()
+                        .rfind(|t| !t.is_empty())
+                        .is_some_and(|t| t.ends_with('\\'))
+                    {
+                        return Err(KeyError::Unencodable {
+                            param: texts().collect(),
                         });
                     }
-                    push_param(&mut out, &value, *quoted)?;
+                    out.push('"');
+                    texts().for_each(|t| push_escaped(&mut out, t));
+                    out.push('"');
                 }
             }
         }
@@ -661,6 +684,52 @@ mod tests {
             })
         );
         assert_eq!(c.render("", None).unwrap(), "counter[]");
+    }
+
+    /// The part-by-part render is the server's rule applied to the whole parameter: the value
+    /// put together, then `quote_key_param`.
+    #[test]
+    fn render_equals_quoting_the_whole_parameter() {
+        let names = [
+            "", "a", "a.b", "a,b", "]", "[x", " x", "\"q", "q\"", "x\\", "\\", "a, b]", "代码,",
+        ];
+        for template in [
+            "t[{name}.{stat}]",
+            "t[{stat}{name}]",
+            "t[\"{name}\",{stat}]",
+            "t[{name}]",
+        ] {
+            let t: KeyTemplate = template.parse().unwrap();
+            for name in names {
+                for stat in ["", "p95", ",", "\\", " "] {
+                    let expected = (|| {
+                        let mut out = String::new();
+                        for piece in &t.pieces {
+                            match piece {
+                                Piece::Literal(text) => out.push_str(text),
+                                Piece::Param { parts, quoted, .. } => {
+                                    let value: String = parts
+                                        .iter()
+                                        .map(|p| match p {
+                                            Part::Text(t) => t.as_str(),
+                                            Part::Name => name,
+                                            Part::Stat => stat,
+                                        })
+                                        .collect();
+                                    push_param(&mut out, &value, *quoted)?;
+                                }
+                            }
+                        }
+                        Ok(out)
+                    })();
+                    assert_eq!(
+                        t.render(name, Some(stat)),
+                        expected,
+                        "{template} {name:?} {stat:?}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

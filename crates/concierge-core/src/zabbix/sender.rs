@@ -273,9 +273,13 @@ fn request_len<'a>(values: impl Iterator<Item = &'a Value>, now: Timestamp) -> u
 
 /// The length of `s` as a JSON string, quotes included, escaped as serde_json escapes it.
 fn json_string_len(s: &str) -> usize {
-    2 + s.len()
-        + s.bytes()
-            .map(|b| match b {
+    let b = s.as_bytes();
+    if !b.iter().any(|&c| ESCAPED[usize::from(c)]) {
+        return 2 + b.len();
+    }
+    2 + b.len()
+        + b.iter()
+            .map(|&c| match c {
                 b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 1,
                 0..=0x1f => 5,
                 _ => 0,
@@ -283,8 +287,28 @@ fn json_string_len(s: &str) -> usize {
             .sum::<usize>()
 }
 
+/// The bytes JSON strings escape (control characters, `"` and `\\`), as a table: one load and
+/// test per byte on the two passes every key and value takes (length, then writing).
+static ESCAPED: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 0x20 {
+        t[i] = true;
+        i += 1;
+    }
+    t[b'"' as usize] = true;
+    t[b'\\' as usize] = true;
+    t
+};
+
 fn json_string<W: Write + ?Sized>(out: &mut W, s: &str) -> io::Result<()> {
-    // serde_json's escaping is correct for every input.
+    // Keys and values rarely hold a byte JSON escapes: those are copied as they are (a tenth of
+    // the instructions); serde_json's escaping, correct for every input, writes the others.
+    if !s.bytes().any(|b| ESCAPED[usize::from(b)]) {
+        out.write_all(b"\"")?;
+        out.write_all(s.as_bytes())?;
+        return out.write_all(b"\"");
+    }
     serde_json::to_writer(out, s).map_err(io::Error::from)
 }
 
@@ -749,6 +773,31 @@ fn interpret(endpoint: &Endpoint, payload: &[u8]) -> Result<Summary, SendError> 
 
 #[cfg(test)]
 mod tests {
+
+    /// The fast path copies exactly what serde_json would have written.
+    #[test]
+    fn json_strings_match_serde_json() {
+        let texts = [
+            "",
+            "plain",
+            "timer[a.b.p95]",
+            "q\"",
+            "b\\s",
+            "nl\n",
+            "\u{1}",
+            "\u{7f}",
+            "代码",
+            "\u{1f}x",
+        ];
+        let every_char = (0u8..=0x7f).map(|b| format!("a{}b", char::from(b)));
+        for text in texts.iter().map(|t| t.to_string()).chain(every_char) {
+            let text = text.as_str();
+            let mut ours = Vec::new();
+            json_string(&mut ours, text).unwrap();
+            assert_eq!(ours, serde_json::to_vec(text).unwrap(), "{text:?}");
+            assert_eq!(json_string_len(text), ours.len(), "{text:?}");
+        }
+    }
     use super::*;
 
     fn v(host: &str, key: &str, value: &str) -> Value {
