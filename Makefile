@@ -39,11 +39,12 @@ test: lint lab prometheus-peers compose-plugin browser build
 	CONCIERGE_REQUIRE_LAB=1 CONCIERGE_REQUIRE_DOCKER=1 $(CARGO) test --workspace --no-fail-fast
 
 ## test-swarm: concierge-scale on a swarm of three Docker-in-Docker nodes (tests/swarm_multinode.rs;
-## the node image, Debian's docker.io in a debootstrapped root, is built once per machine). Not
-## part of `make test`: it takes minutes, most of them the first image build.
+## the node image, Debian's docker.io in a debootstrapped root, is built once per machine), its
+## heartbeat hosts followed on both labs (which must be up: `make lab`). Not part of `make test`:
+## it takes minutes, most of them the first image build.
 test-swarm: build
 	bash scripts/swarm-node-image.sh
-	CONCIERGE_REQUIRE_DOCKER=1 $(CARGO) test -p concierge-e2e --test swarm_multinode -- --ignored
+	CONCIERGE_REQUIRE_LAB=1 CONCIERGE_REQUIRE_DOCKER=1 $(CARGO) test -p concierge-e2e --test swarm_multinode -- --ignored
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -3,8 +3,8 @@
 //! [`objects`], raw trapper sends in [`trapper`]), polling ([`wait`]), the workspace binaries and
 //! other processes ([`process`]), the HA nodes and proxies ([`distributed`]), fake and broken
 //! servers ([`fake`]), documents and keys written from Zabbix's own rules ([`documents`]), and
-//! Docker images and compose projects ([`docker`]), and a whole service wired by concierge-setup
-//! ([`service`]).
+//! Docker images and compose projects ([`docker`]), a relay from a test's own network to a lab
+//! port on loopback ([`forward`]), and a whole service wired by concierge-setup ([`service`]).
 //!
 //! Nothing here calls into the code under test: expected item keys, documents, the trapper
 //! protocol and the API calls are written out independently.
@@ -26,6 +26,7 @@ pub mod docker;
 pub mod documents;
 pub mod facts;
 pub mod fake;
+pub mod forward;
 pub mod lab;
 pub mod objects;
 pub mod process;
@@ -43,6 +44,7 @@ pub use distributed::{HaFailover, ServerOutage, Stopped};
 pub use documents::*;
 pub use facts::{Facts, VERSIONS};
 pub use fake::*;
+pub use forward::Forwarder;
 pub use lab::Lab;
 pub use objects::*;
 pub use process::*;
