@@ -40,9 +40,9 @@ test: lint lab prometheus-peers compose-plugin browser build
 
 ## test-swarm: concierge-scale on a swarm of three Docker-in-Docker nodes (tests/swarm_multinode.rs;
 ## the node image, Debian's docker.io in a debootstrapped root, is built once per machine), its
-## heartbeat hosts followed on both labs (which must be up: `make lab`). Not part of `make test`:
+## heartbeat hosts followed on both labs (started by `make lab`). Not part of `make test`:
 ## it takes minutes, most of them the first image build.
-test-swarm: build
+test-swarm: lab build
 	bash scripts/swarm-node-image.sh
 	CONCIERGE_REQUIRE_LAB=1 CONCIERGE_REQUIRE_DOCKER=1 $(CARGO) test -p concierge-e2e --test swarm_multinode -- --ignored
 

@@ -221,15 +221,19 @@ impl Heart {
     /// Send the value once (after registering, if asked) inside the run's deadline.
     fn once(&mut self) -> outcome::Result<()> {
         let deadline = self.conn.deadline;
-        if let Some(a) = self.announcement.clone() {
-            self.announce(&a, &deadline)?;
-        }
+        // A destination that cannot take the announce may still take the beat, and the others
+        // both: the value is sent (or spooled) whatever the announce said, and the run fails
+        // with the first error.
+        let announced = match self.announcement.clone() {
+            Some(a) => self.announce(&a, &deadline),
+            None => Ok(()),
+        };
         let value = self.value.clone();
         self.send(&value, &deadline).map_err(|e| {
             let (dests, connect) = (&self.conn.destinations, &self.conn.sender.connect);
             active::explain(e, &self.conn.host, dests, &deadline, connect)
         })?;
-        Ok(())
+        announced
     }
 
     /// Beat until a stop signal, then say goodbye with a 0.
@@ -433,13 +437,17 @@ impl Heart {
         let before = self.places();
         let connect = self.conn.sender.connect.clone();
         let mut result = Ok(());
+        // Every destination is asked, each on its own: one that is down keeps the host out of
+        // itself only. The first error is the run's.
         for i in 0..self.routes.len() {
             let d = self.routes[i].destination().clone();
             let answer = match active::announce(&mut self.routes[i], who, deadline, &connect) {
                 Ok(a) => a,
                 Err(e) => {
-                    result = Err(e);
-                    break;
+                    if result.is_ok() {
+                        result = Err(e);
+                    }
+                    continue;
                 }
             };
             match answer {
